@@ -1,0 +1,2 @@
+//! The `payoff` command line.
+fn main() {}

@@ -1,0 +1,398 @@
+//! The whole pipeline in one process, with no IO: reorder buffer → attribution (with its
+//! conversion index) → one ledger book per (campaign, creator) → projections.
+//!
+//! This is the oracle the streaming services are checked against, and what `payoff
+//! replay` runs. It calls exactly the `decide`/`apply` functions the services call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::{
+    attribution::{
+        self, AttributionState, ConversionKey, ConversionRecord, Fact, Skip, reorder::ReorderBuffer,
+    },
+    credit::{Credit, CreditKind, Explanation, FraudReason},
+    event::{Event, Payload},
+    ids::{CampaignId, CreatorId},
+    kpi::KpiDelta,
+    ledger::{self, Book, LedgerEntry, LedgerFact, LedgerInput},
+    money::Currency,
+    program::ProgramHistory,
+    projection::{self, Balance, EntryStatus, KpiReport, TierProgress},
+    time::{Duration, Period, Timestamp},
+};
+
+/// How often (in event time) attribution state is swept for expired entries.
+const EXPIRY_EVERY: Duration = Duration::hours(1);
+
+/// Counts of what happened to the input, for reports and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Events received.
+    pub events: u64,
+    /// Events by type.
+    pub by_type: BTreeMap<&'static str, u64>,
+    /// Repeated event ids (no effect).
+    pub duplicates: u64,
+    /// Events that changed nothing, by reason.
+    pub skipped: BTreeMap<Skip, u64>,
+    /// Fraud flags by reason.
+    pub flagged: BTreeMap<FraudReason, u64>,
+    /// Conversions with no credit.
+    pub unattributed: u64,
+    /// Credits emitted, by kind.
+    pub credits: BTreeMap<&'static str, u64>,
+    /// Ledger inputs the ledger could not use, by reason.
+    pub ledger_skipped: BTreeMap<String, u64>,
+}
+
+/// One tier-progress change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgressChange {
+    /// When.
+    pub at: Timestamp,
+    /// Campaign.
+    pub campaign: CampaignId,
+    /// Creator.
+    pub creator: CreatorId,
+    /// Period.
+    pub period: Period,
+    /// Change in orders.
+    pub orders: i64,
+    /// Change in revenue.
+    pub revenue: Decimal,
+}
+
+/// The offline pipeline.
+#[derive(Debug)]
+pub struct Engine {
+    programs: ProgramHistory,
+    buffer: ReorderBuffer,
+    attribution: AttributionState,
+    index: HashMap<ConversionKey, ConversionRecord>,
+    books: HashMap<(CampaignId, CreatorId), Book>,
+    next_expiry: Option<Timestamp>,
+    keep_outputs: bool,
+    released: Vec<Event>,
+    /// Credits emitted, in order.
+    pub credits: Vec<Credit>,
+    /// Ledger entries, in order.
+    pub entries: Vec<LedgerEntry>,
+    /// Tier-progress changes, in order.
+    pub progress: Vec<ProgressChange>,
+    /// KPI deltas, in order.
+    pub kpis: Vec<KpiDelta>,
+    /// Explanations per conversion.
+    pub explanations: BTreeMap<ConversionKey, Arc<Explanation>>,
+    /// Counts.
+    pub counts: Counts,
+}
+
+impl Engine {
+    /// A pipeline for one tenant's program history.
+    pub fn new(programs: ProgramHistory) -> Self {
+        let grace = programs.grace();
+        Self {
+            programs,
+            buffer: ReorderBuffer::new(grace),
+            attribution: AttributionState::default(),
+            index: HashMap::new(),
+            books: HashMap::new(),
+            next_expiry: None,
+            keep_outputs: true,
+            released: Vec::new(),
+            credits: Vec::new(),
+            entries: Vec::new(),
+            progress: Vec::new(),
+            kpis: Vec::new(),
+            explanations: BTreeMap::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// Drops credits, entries and KPI deltas instead of keeping them (benchmarks).
+    #[must_use]
+    pub fn without_outputs(mut self) -> Self {
+        self.keep_outputs = false;
+        self
+    }
+
+    /// The attribution state (for inspection).
+    pub fn attribution(&self) -> &AttributionState {
+        &self.attribution
+    }
+
+    /// Feeds one validated event through the reorder buffer and everything it releases.
+    pub fn push(&mut self, event: Event) {
+        self.counts.events += 1;
+        *self
+            .counts
+            .by_type
+            .entry(event.payload.type_name())
+            .or_default() += 1;
+        let mut released = std::mem::take(&mut self.released);
+        self.buffer.push(event, &mut released);
+        self.process_all(&mut released);
+        self.released = released;
+    }
+
+    /// Advances event time with no event (idle input).
+    pub fn advance(&mut self, now: Timestamp) {
+        let mut released = std::mem::take(&mut self.released);
+        self.buffer.advance(now, &mut released);
+        self.process_all(&mut released);
+        self.released = released;
+    }
+
+    /// Releases everything still held (end of input).
+    pub fn finish(&mut self) {
+        let mut released = Vec::new();
+        self.buffer.flush(&mut released);
+        self.process_all(&mut released);
+    }
+
+    /// Records a payout or manual adjustment (Admin).
+    pub fn ledger_input(&mut self, input: &LedgerInput) {
+        self.ledger(input);
+    }
+
+    fn process_all(&mut self, released: &mut Vec<Event>) {
+        for event in released.drain(..) {
+            self.process(&event);
+        }
+    }
+
+    fn process(&mut self, event: &Event) {
+        self.expire(event.occurred_at);
+        let facts = attribution::decide(&self.attribution, &self.index, &self.programs, event);
+        for fact in &facts {
+            attribution::apply(&mut self.attribution, fact);
+            attribution::apply_index(&mut self.index, fact);
+            self.observe(fact);
+        }
+        if let Payload::Engagement(engagement) = &event.payload
+            && !matches!(facts.first(), Some(Fact::Duplicate { .. }))
+        {
+            let input = LedgerInput::Engagement {
+                event: event.id.clone(),
+                at: event.occurred_at,
+                engagement: engagement.clone(),
+            };
+            self.ledger(&input);
+        }
+        for fact in facts {
+            if let Fact::Credited(credit) = fact {
+                let input = LedgerInput::Credit(credit);
+                self.ledger(&input);
+                if self.keep_outputs {
+                    let LedgerInput::Credit(credit) = input else {
+                        unreachable!("built above")
+                    };
+                    self.credits.push(credit);
+                }
+            }
+        }
+    }
+
+    fn expire(&mut self, at: Timestamp) {
+        let due = self.next_expiry.get_or_insert(at.plus(EXPIRY_EVERY));
+        if at < *due {
+            return;
+        }
+        *due = at.plus(EXPIRY_EVERY);
+        let before = self
+            .buffer
+            .watermark()
+            .unwrap_or(at)
+            .minus(self.programs.retention());
+        self.attribution.expire(before);
+    }
+
+    fn observe(&mut self, fact: &Fact) {
+        match fact {
+            Fact::Duplicate { .. } => self.counts.duplicates += 1,
+            Fact::Skipped { reason, .. } => *self.counts.skipped.entry(*reason).or_default() += 1,
+            Fact::Flagged { reason, .. } => *self.counts.flagged.entry(*reason).or_default() += 1,
+            Fact::Unattributed {
+                key, explanation, ..
+            } => {
+                self.counts.unattributed += 1;
+                if self.keep_outputs {
+                    self.explanations.insert(key.clone(), explanation.clone());
+                }
+            }
+            Fact::Credited(credit) => {
+                *self.counts.credits.entry(credit.kind.name()).or_default() += 1;
+                if let (true, Some(explanation)) = (self.keep_outputs, &credit.explanation) {
+                    let key = match &credit.kind {
+                        CreditKind::Order { order, .. } => ConversionKey::Order(order.clone()),
+                        CreditKind::Lead { lead, .. } => ConversionKey::Lead(lead.clone()),
+                        _ => return,
+                    };
+                    self.explanations
+                        .entry(key)
+                        .or_insert_with(|| explanation.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn ledger(&mut self, input: &LedgerInput) {
+        let (campaign, creator) = input.key();
+        let book = self
+            .books
+            .entry((campaign.clone(), creator.clone()))
+            .or_default();
+        let facts = match ledger::decide(book, &self.programs, input) {
+            Ok(facts) => facts,
+            Err(skip) => {
+                *self
+                    .counts
+                    .ledger_skipped
+                    .entry(skip.to_string())
+                    .or_default() += 1;
+                return;
+            }
+        };
+        for fact in &facts {
+            ledger::apply(book, fact);
+        }
+        if !self.keep_outputs {
+            return;
+        }
+        for fact in facts {
+            match fact {
+                LedgerFact::Entry(e) => self.entries.push(e),
+                LedgerFact::Kpi(k) => self.kpis.push(k),
+                LedgerFact::Progress {
+                    at,
+                    campaign,
+                    creator,
+                    period,
+                    orders,
+                    revenue,
+                } => {
+                    self.progress.push(ProgressChange {
+                        at,
+                        campaign,
+                        creator,
+                        period,
+                        orders,
+                        revenue,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The full report at `as_of` (entries, balances, tier progress, KPIs), in a stable
+    /// order so that two runs diff clean.
+    pub fn report(&self, as_of: Timestamp) -> Report {
+        let statuses = projection::statuses(&self.entries, as_of);
+        let mut entries: Vec<ReportEntry> = self
+            .entries
+            .iter()
+            .filter(|e| e.occurred_at <= as_of)
+            .map(|e| ReportEntry {
+                status: statuses.get(&e.id).copied().unwrap_or(EntryStatus::Posted),
+                entry: e.clone(),
+            })
+            .collect();
+        entries.sort_by_key(|e| (e.entry.occurred_at, e.entry.id));
+        let balances = projection::balances(&self.entries, as_of);
+
+        let mut sums: BTreeMap<(CampaignId, CreatorId, Period), (i64, Decimal)> = BTreeMap::new();
+        for p in self.progress.iter().filter(|p| p.at <= as_of) {
+            let s = sums
+                .entry((p.campaign.clone(), p.creator.clone(), p.period))
+                .or_default();
+            s.0 += p.orders;
+            s.1 += p.revenue;
+        }
+        let program = self.programs.at(as_of).or(self.programs.versions().last());
+        let tier_progress = sums
+            .into_iter()
+            .filter_map(|((campaign, creator, period), (orders, revenue))| {
+                let c = program?.campaigns.get(&campaign)?;
+                Some(projection::tier_progress(
+                    c, &creator, period, orders, revenue,
+                ))
+            })
+            .collect();
+
+        let mut kpis = BTreeMap::new();
+        let campaigns: Vec<CampaignId> = program
+            .map(|p| p.campaigns.keys().cloned().collect())
+            .unwrap_or_default();
+        for campaign in campaigns {
+            let (per_creator, total) = projection::campaign_kpis(
+                &self.kpis,
+                &campaign,
+                Timestamp(i64::MIN),
+                as_of.plus(Duration(1)),
+            );
+            let currency = program
+                .and_then(|p| p.campaigns.get(&campaign))
+                .map(|c| c.currency);
+            kpis.insert(
+                campaign,
+                CampaignReport {
+                    currency,
+                    total,
+                    per_creator,
+                },
+            );
+        }
+        Report {
+            as_of,
+            counts: self.counts.clone(),
+            balances,
+            tier_progress,
+            kpis,
+            entries,
+        }
+    }
+}
+
+/// An entry with its status at the report's instant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReportEntry {
+    /// Status at `as_of`.
+    pub status: EntryStatus,
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: LedgerEntry,
+}
+
+/// KPIs of one campaign.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CampaignReport {
+    /// Currency of money KPIs.
+    pub currency: Option<Currency>,
+    /// Totals over all creators (and unattributed conversions).
+    pub total: KpiReport,
+    /// Per creator.
+    pub per_creator: BTreeMap<CreatorId, KpiReport>,
+}
+
+/// What `payoff replay` writes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The instant the report describes.
+    pub as_of: Timestamp,
+    /// What happened to the input.
+    pub counts: Counts,
+    /// Balances per creator and currency.
+    pub balances: Vec<Balance>,
+    /// Tier progress per campaign, creator and period.
+    pub tier_progress: Vec<TierProgress>,
+    /// KPIs per campaign.
+    pub kpis: BTreeMap<CampaignId, CampaignReport>,
+    /// Ledger entries in (time, id) order, with status.
+    pub entries: Vec<ReportEntry>,
+}

@@ -1,0 +1,762 @@
+//! The events of §4: their unchecked form as it arrives (mirroring the proto contract)
+//! and their validated domain form.
+//!
+//! [`Event::validate`] is the only way to build a domain [`Event`]: it checks every rule of
+//! §4 and reports each broken one with its field path, so that a storefront gets all its
+//! mistakes in one answer. PII (IP, user agent, raw email) is hashed by ingest before it
+//! gets here; the core only ever sees hashes.
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::{
+    error::{Rejection, Violation},
+    ids::{
+        CampaignId, CreatorId, CustomerId, EventId, LeadId, LinkCode, OrderId, PostId, PromoCode,
+        VisitorId, check_id,
+    },
+    money::{Currency, Money, parse_decimal},
+    time::{Duration, Timestamp},
+};
+
+/// How far in the future an `occurred_at` may lie (§4).
+pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
+/// The earliest `occurred_at` accepted: 2000-01-01, to catch zero or seconds-for-millis bugs.
+pub const EARLIEST: Timestamp = Timestamp(946_684_800_000);
+/// Longest free-text field (URLs, reasons, platform, UTM values), in bytes.
+pub const MAX_TEXT_BYTES: usize = 2048;
+/// Most line items in one order.
+pub const MAX_LINE_ITEMS: usize = 500;
+/// Most promo codes on one order.
+pub const MAX_PROMO_CODES: usize = 20;
+
+/// An event exactly as a client sent it: text where the contract has text, empty for absent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawEvent {
+    /// Client-chosen idempotency key.
+    pub event_id: String,
+    /// Event time; `None` when missing.
+    pub occurred_at: Option<Timestamp>,
+    /// The brand's customer id, when known.
+    pub customer_id: String,
+    /// Salted hash of the client IP (hashed at ingest).
+    pub ip_hash: String,
+    /// Salted hash of the user agent (hashed at ingest).
+    pub user_agent_hash: String,
+    /// The event itself; `None` when the client sent no payload.
+    pub payload: Option<RawPayload>,
+}
+
+/// The payload of a [`RawEvent`].
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub enum RawPayload {
+    Click(RawClick),
+    Signup(RawSignup),
+    Order(RawOrder),
+    Adjustment(RawAdjustment),
+    LeadStatus(RawLeadStatus),
+    Engagement(RawEngagement),
+}
+
+/// A click as sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[allow(missing_docs)]
+pub struct RawClick {
+    pub visitor_id: String,
+    pub link_code: String,
+    pub creator_id: String,
+    pub campaign_id: String,
+    pub utm_source: String,
+    pub utm_medium: String,
+    pub utm_campaign: String,
+    pub utm_content: String,
+    pub utm_term: String,
+    pub landing_url: String,
+    pub referrer: String,
+}
+
+/// A signup (lead) as sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[allow(missing_docs)]
+pub struct RawSignup {
+    pub visitor_id: String,
+    pub lead_id: String,
+    pub email_hash: String,
+    pub promo_code: String,
+}
+
+/// An amount as sent: decimal text and currency code.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[allow(missing_docs)]
+pub struct RawMoney {
+    pub amount: String,
+    pub currency: String,
+}
+
+/// A line item as sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[allow(missing_docs)]
+pub struct RawLineItem {
+    pub sku: String,
+    pub category: String,
+    pub quantity: u32,
+    pub unit_price: String,
+}
+
+/// An order as sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[allow(missing_docs)]
+pub struct RawOrder {
+    pub visitor_id: String,
+    pub order_id: String,
+    pub amount: Option<RawMoney>,
+    pub tax: Option<RawMoney>,
+    pub shipping: Option<RawMoney>,
+    pub line_items: Vec<RawLineItem>,
+    pub promo_codes: Vec<String>,
+    pub renewal_of: String,
+    pub first_order: Option<bool>,
+    pub email_hash: String,
+}
+
+/// The kinds of adjustment (§4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdjustmentKind {
+    /// Money back to the customer, whole or in part.
+    Refund,
+    /// The order never completed.
+    Cancel,
+    /// The payment was disputed and taken back.
+    Chargeback,
+}
+
+impl AdjustmentKind {
+    /// Lower-case name, for ids and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refund => "refund",
+            Self::Cancel => "cancel",
+            Self::Chargeback => "chargeback",
+        }
+    }
+}
+
+/// An adjustment as sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[allow(missing_docs)]
+pub struct RawAdjustment {
+    pub order_id: String,
+    /// `None` when unspecified or unknown.
+    pub kind: Option<AdjustmentKind>,
+    pub amount: Option<RawMoney>,
+    pub reason: String,
+}
+
+/// A lead status as sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[allow(missing_docs)]
+pub struct RawLeadStatus {
+    pub lead_id: String,
+    /// `None` when unspecified or unknown; `Some(true)` for qualified.
+    pub qualified: Option<bool>,
+}
+
+/// An engagement snapshot as sent (cumulative counters of one post).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[allow(missing_docs)]
+pub struct RawEngagement {
+    pub creator_id: String,
+    pub campaign_id: String,
+    pub post_id: String,
+    pub platform: String,
+    pub views: u64,
+    pub likes: u64,
+    pub comments: u64,
+    pub shares: u64,
+}
+
+/// A validated event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Idempotency key, unique per tenant.
+    pub id: EventId,
+    /// Event time.
+    pub occurred_at: Timestamp,
+    /// The customer, when known.
+    pub customer: Option<CustomerId>,
+    /// Salted IP hash, when given.
+    pub ip_hash: Option<Arc<str>>,
+    /// Salted user-agent hash, when given.
+    pub user_agent_hash: Option<Arc<str>>,
+    /// What happened.
+    pub payload: Payload,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum Payload {
+    Click(Click),
+    Signup(Signup),
+    Order(Order),
+    Adjustment(Adjustment),
+    LeadStatus(LeadStatusChange),
+    Engagement(Engagement),
+}
+
+impl Payload {
+    /// Lower-case name of the event type (a bounded metric label).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Click(_) => "click",
+            Self::Signup(_) => "signup",
+            Self::Order(_) => "order",
+            Self::Adjustment(_) => "adjustment",
+            Self::LeadStatus(_) => "lead_status",
+            Self::Engagement(_) => "engagement",
+        }
+    }
+
+    /// The order in which events of one instant are processed: clicks before the
+    /// conversions they may lead to, conversions before their corrections.
+    pub fn rank(&self) -> u8 {
+        match self {
+            Self::Click(_) => 0,
+            Self::Engagement(_) => 1,
+            Self::Signup(_) => 2,
+            Self::Order(_) => 3,
+            Self::LeadStatus(_) => 4,
+            Self::Adjustment(_) => 5,
+        }
+    }
+}
+
+/// Where a click points: a tracking link, or a creator and campaign given directly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClickTarget {
+    /// A tracking link code (§3).
+    Link(LinkCode),
+    /// A creator and campaign named by the storefront.
+    Direct {
+        /// The creator.
+        creator: CreatorId,
+        /// The campaign.
+        campaign: CampaignId,
+    },
+}
+
+/// A click on a creator's link.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Click {
+    /// The visitor who clicked.
+    pub visitor: VisitorId,
+    /// What was clicked.
+    pub target: ClickTarget,
+    /// UTM fields, landing URL and referrer, kept for explanation.
+    pub utm: Vec<(&'static str, Arc<str>)>,
+    /// Landing URL, when given.
+    pub landing_url: Option<Arc<str>>,
+    /// Referrer, when given.
+    pub referrer: Option<Arc<str>>,
+}
+
+/// A signup: a lead.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Signup {
+    /// The visitor who signed up.
+    pub visitor: VisitorId,
+    /// The lead id.
+    pub lead: LeadId,
+    /// Hashed email, when given.
+    pub email_hash: Option<Arc<str>>,
+    /// Promo code used, when any.
+    pub promo_code: Option<PromoCode>,
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LineItem {
+    /// Stock keeping unit.
+    pub sku: Arc<str>,
+    /// Category, for per-category commission rates.
+    pub category: Option<Arc<str>>,
+    /// Units bought (at least one).
+    pub quantity: u32,
+    /// Price of one unit, in the order's currency.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub unit_price: Decimal,
+}
+
+/// An order (a sale).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Order {
+    /// The visitor who ordered.
+    pub visitor: VisitorId,
+    /// The storefront's order id.
+    pub order: OrderId,
+    /// What the customer paid for the goods after discounts (tax and shipping included
+    /// when they are given separately below).
+    pub amount: Money,
+    /// Tax included in `amount`, when given.
+    pub tax: Option<Money>,
+    /// Shipping included in `amount`, when given.
+    pub shipping: Option<Money>,
+    /// Line items, when given.
+    pub line_items: Vec<LineItem>,
+    /// Promo codes used, in the order given.
+    pub promo_codes: Vec<PromoCode>,
+    /// The order this one renews (subscriptions).
+    pub renewal_of: Option<OrderId>,
+    /// Storefront's word that this is the customer's first order.
+    pub first_order: Option<bool>,
+    /// Hashed email of the buyer, when given (self-referral checks).
+    pub email_hash: Option<Arc<str>>,
+}
+
+impl Order {
+    /// The commissionable amount: `amount` less tax and shipping (§6).
+    pub fn net_amount(&self) -> Money {
+        let mut net = self.amount.amount;
+        for extra in [self.tax, self.shipping].into_iter().flatten() {
+            net -= extra.amount;
+        }
+        Money::new(net.max(Decimal::ZERO), self.amount.currency)
+    }
+}
+
+/// A refund, cancel or chargeback of an order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Adjustment {
+    /// The order it changes.
+    pub order: OrderId,
+    /// What kind of adjustment.
+    pub kind: AdjustmentKind,
+    /// The amount refunded; `None` means the whole order.
+    pub amount: Option<Money>,
+    /// Free-text reason.
+    pub reason: Option<Arc<str>>,
+}
+
+/// A lead becoming qualified or rejected.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeadStatusChange {
+    /// The lead.
+    pub lead: LeadId,
+    /// Qualified (`true`) or rejected.
+    pub qualified: bool,
+}
+
+/// Cumulative engagement counters of one post.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[allow(missing_docs)]
+pub struct Engagement {
+    pub creator: CreatorId,
+    pub campaign: CampaignId,
+    pub post: PostId,
+    pub platform: Option<Arc<str>>,
+    pub views: u64,
+    pub likes: u64,
+    pub comments: u64,
+    pub shares: u64,
+}
+
+/// Collects violations so that a client hears about all of them at once.
+#[derive(Default)]
+struct Checks(Vec<Violation>);
+
+impl Checks {
+    fn id<T>(
+        &mut self,
+        field: &str,
+        value: &str,
+        parse: fn(&str, &str) -> Result<T, Violation>,
+    ) -> Option<T> {
+        match parse(field, value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(e);
+                None
+            }
+        }
+    }
+
+    fn optional_id<T>(
+        &mut self,
+        field: &str,
+        value: &str,
+        parse: fn(&str, &str) -> Result<T, Violation>,
+    ) -> Option<Option<T>> {
+        if value.is_empty() {
+            Some(None)
+        } else {
+            self.id(field, value, parse).map(Some)
+        }
+    }
+
+    fn text(&mut self, field: &str, value: &str) -> Option<Arc<str>> {
+        if value.is_empty() {
+            return None;
+        }
+        if value.len() > MAX_TEXT_BYTES {
+            self.0.push(Violation::new(
+                field,
+                "too_long",
+                format!("is {} bytes, at most {MAX_TEXT_BYTES} allowed", value.len()),
+            ));
+            return None;
+        }
+        if value.chars().any(char::is_control) {
+            self.0.push(Violation::new(
+                field,
+                "control_character",
+                "must not contain control characters",
+            ));
+            return None;
+        }
+        Some(Arc::from(value))
+    }
+
+    fn hash(&mut self, field: &str, value: &str) -> Option<Arc<str>> {
+        if value.is_empty() {
+            return None;
+        }
+        self.id(field, value, |f, v| {
+            check_id(f, v).map(|()| Arc::<str>::from(v))
+        })
+    }
+
+    fn money(
+        &mut self,
+        field: &str,
+        raw: Option<&RawMoney>,
+        required: bool,
+    ) -> Option<Option<Money>> {
+        let Some(raw) = raw else {
+            if required {
+                self.0
+                    .push(Violation::new(field, "required", "must be given"));
+                return None;
+            }
+            return Some(None);
+        };
+        let currency = match Currency::parse(&format!("{field}.currency"), &raw.currency) {
+            Ok(c) => c,
+            Err(e) => {
+                self.0.push(e);
+                return None;
+            }
+        };
+        match Money::parse_positive(&format!("{field}.amount"), &raw.amount, currency, !required) {
+            Ok(m) => Some(Some(m)),
+            Err(e) => {
+                self.0.push(e);
+                None
+            }
+        }
+    }
+
+    fn push(&mut self, v: Violation) {
+        self.0.push(v);
+    }
+}
+
+impl Event {
+    /// Checks every §4 rule of `raw`, judged at `now` (for the future-time rule), and builds
+    /// the domain event; or reports every broken rule with its field path.
+    pub fn validate(raw: &RawEvent, now: Timestamp) -> Result<Self, Rejection> {
+        let mut c = Checks::default();
+        let id = c.id("event_id", &raw.event_id, EventId::parse);
+        let occurred_at = match raw.occurred_at {
+            None => {
+                c.push(Violation::new("occurred_at", "required", "must be given"));
+                None
+            }
+            Some(t) if t > now.plus(MAX_CLOCK_SKEW) => {
+                c.push(Violation::new(
+                    "occurred_at",
+                    "in_future",
+                    format!("{t} is more than 5 minutes after {now}"),
+                ));
+                None
+            }
+            Some(t) if t < EARLIEST => {
+                c.push(Violation::new(
+                    "occurred_at",
+                    "too_old",
+                    format!("{t} is before {EARLIEST}"),
+                ));
+                None
+            }
+            Some(t) => Some(t),
+        };
+        let customer = c.optional_id("customer_id", &raw.customer_id, CustomerId::parse);
+        let ip_hash = c.hash("context.ip_hash", &raw.ip_hash);
+        let user_agent_hash = c.hash("context.user_agent_hash", &raw.user_agent_hash);
+        let payload = match &raw.payload {
+            None => {
+                c.push(Violation::new("payload", "required", "one of click, signup, order, adjustment, lead_status, engagement must be given"));
+                None
+            }
+            Some(p) => validate_payload(&mut c, p),
+        };
+        match (id, occurred_at, customer, payload) {
+            (Some(id), Some(occurred_at), Some(customer), Some(payload)) if c.0.is_empty() => {
+                Ok(Self {
+                    id,
+                    occurred_at,
+                    customer,
+                    ip_hash,
+                    user_agent_hash,
+                    payload,
+                })
+            }
+            _ => Err(Rejection::Invalid(c.0)),
+        }
+    }
+}
+
+fn validate_payload(c: &mut Checks, p: &RawPayload) -> Option<Payload> {
+    match p {
+        RawPayload::Click(k) => validate_click(c, k).map(Payload::Click),
+        RawPayload::Signup(s) => {
+            let visitor = c.id("signup.visitor_id", &s.visitor_id, VisitorId::parse);
+            let lead = c.id("signup.lead_id", &s.lead_id, LeadId::parse);
+            let email_hash = c.hash("signup.email_hash", &s.email_hash);
+            let promo_code = c.optional_id("signup.promo_code", &s.promo_code, PromoCode::parse);
+            Some(Payload::Signup(Signup {
+                visitor: visitor?,
+                lead: lead?,
+                email_hash,
+                promo_code: promo_code?,
+            }))
+        }
+        RawPayload::Order(o) => validate_order(c, o).map(Payload::Order),
+        RawPayload::Adjustment(a) => {
+            let order = c.id("adjustment.order_id", &a.order_id, OrderId::parse);
+            if a.kind.is_none() {
+                c.push(Violation::new(
+                    "adjustment.kind",
+                    "required",
+                    "must be refund, cancel or chargeback",
+                ));
+            }
+            let amount = c.money("adjustment.amount", a.amount.as_ref(), false);
+            let reason = c.text("adjustment.reason", &a.reason);
+            Some(Payload::Adjustment(Adjustment {
+                order: order?,
+                kind: a.kind?,
+                amount: amount?,
+                reason,
+            }))
+        }
+        RawPayload::LeadStatus(l) => {
+            let lead = c.id("lead_status.lead_id", &l.lead_id, LeadId::parse);
+            if l.qualified.is_none() {
+                c.push(Violation::new(
+                    "lead_status.status",
+                    "required",
+                    "must be qualified or rejected",
+                ));
+            }
+            Some(Payload::LeadStatus(LeadStatusChange {
+                lead: lead?,
+                qualified: l.qualified?,
+            }))
+        }
+        RawPayload::Engagement(e) => {
+            let creator = c.id("engagement.creator_id", &e.creator_id, CreatorId::parse);
+            let campaign = c.id("engagement.campaign_id", &e.campaign_id, CampaignId::parse);
+            let post = c.id("engagement.post_id", &e.post_id, PostId::parse);
+            let platform = c.text("engagement.platform", &e.platform);
+            Some(Payload::Engagement(Engagement {
+                creator: creator?,
+                campaign: campaign?,
+                post: post?,
+                platform,
+                views: e.views,
+                likes: e.likes,
+                comments: e.comments,
+                shares: e.shares,
+            }))
+        }
+    }
+}
+
+fn validate_click(c: &mut Checks, k: &RawClick) -> Option<Click> {
+    let visitor = c.id("click.visitor_id", &k.visitor_id, VisitorId::parse);
+    let target = match (
+        k.link_code.is_empty(),
+        k.creator_id.is_empty() && k.campaign_id.is_empty(),
+    ) {
+        (false, true) => c
+            .id("click.link_code", &k.link_code, LinkCode::parse)
+            .map(ClickTarget::Link),
+        (true, false) => {
+            let creator = c.id("click.creator_id", &k.creator_id, CreatorId::parse);
+            let campaign = c.id("click.campaign_id", &k.campaign_id, CampaignId::parse);
+            Some(ClickTarget::Direct {
+                creator: creator?,
+                campaign: campaign?,
+            })
+        }
+        (true, true) => {
+            c.push(Violation::new(
+                "click.link_code",
+                "required",
+                "give link_code, or creator_id and campaign_id",
+            ));
+            None
+        }
+        (false, false) => {
+            c.push(Violation::new(
+                "click.link_code",
+                "exclusive",
+                "give link_code or creator_id and campaign_id, not both",
+            ));
+            None
+        }
+    };
+    let mut utm = Vec::new();
+    for (name, value) in [
+        ("utm_source", &k.utm_source),
+        ("utm_medium", &k.utm_medium),
+        ("utm_campaign", &k.utm_campaign),
+        ("utm_content", &k.utm_content),
+        ("utm_term", &k.utm_term),
+    ] {
+        if let Some(v) = c.text(&format!("click.{name}"), value) {
+            utm.push((name, v));
+        }
+    }
+    let landing_url = c.text("click.landing_url", &k.landing_url);
+    let referrer = c.text("click.referrer", &k.referrer);
+    Some(Click {
+        visitor: visitor?,
+        target: target?,
+        utm,
+        landing_url,
+        referrer,
+    })
+}
+
+fn validate_order(c: &mut Checks, o: &RawOrder) -> Option<Order> {
+    let visitor = c.id("order.visitor_id", &o.visitor_id, VisitorId::parse);
+    let order = c.id("order.order_id", &o.order_id, OrderId::parse);
+    let amount = c.money("order.amount", o.amount.as_ref(), true).flatten();
+    let tax = c.money("order.tax", o.tax.as_ref(), false);
+    let shipping = c.money("order.shipping", o.shipping.as_ref(), false);
+    if let Some(amount) = amount {
+        let mut extras = Decimal::ZERO;
+        for (field, extra) in [
+            ("order.tax", tax.flatten()),
+            ("order.shipping", shipping.flatten()),
+        ] {
+            let Some(extra) = extra else { continue };
+            if extra.currency != amount.currency {
+                c.push(Violation::new(
+                    format!("{field}.currency"),
+                    "currency_mismatch",
+                    format!("must be {} like order.amount", amount.currency),
+                ));
+            }
+            extras += extra.amount;
+        }
+        if extras > amount.amount {
+            c.push(Violation::new(
+                "order.amount",
+                "less_than_extras",
+                "must be at least tax plus shipping",
+            ));
+        }
+    }
+    if o.line_items.len() > MAX_LINE_ITEMS {
+        c.push(Violation::new(
+            "order.line_items",
+            "too_many",
+            format!("at most {MAX_LINE_ITEMS} line items"),
+        ));
+    }
+    let mut line_items = Vec::with_capacity(o.line_items.len());
+    for (i, item) in o.line_items.iter().enumerate().take(MAX_LINE_ITEMS) {
+        let field = format!("order.line_items[{i}]");
+        let sku = c.id(&format!("{field}.sku"), &item.sku, |f, v| {
+            check_id(f, v).map(|()| Arc::<str>::from(v))
+        });
+        let category = c.optional_id(&format!("{field}.category"), &item.category, |f, v| {
+            check_id(f, v).map(|()| Arc::<str>::from(v))
+        });
+        if item.quantity == 0 {
+            c.push(Violation::new(
+                format!("{field}.quantity"),
+                "not_positive",
+                "must be at least 1",
+            ));
+        }
+        let unit_price = match parse_decimal(&format!("{field}.unit_price"), &item.unit_price) {
+            Ok(p) if p.is_sign_negative() && !p.is_zero() => {
+                c.push(Violation::new(
+                    format!("{field}.unit_price"),
+                    "negative",
+                    "must not be negative",
+                ));
+                None
+            }
+            Ok(p) => match amount {
+                Some(a) if p.normalize().scale() > a.currency.minor_units() => {
+                    c.push(Violation::new(
+                        format!("{field}.unit_price"),
+                        "precision",
+                        format!("more fraction digits than {} allows", a.currency),
+                    ));
+                    None
+                }
+                _ => Some(p),
+            },
+            Err(e) => {
+                c.push(e);
+                None
+            }
+        };
+        if let (Some(sku), Some(category), Some(unit_price)) = (sku, category, unit_price) {
+            line_items.push(LineItem {
+                sku,
+                category,
+                quantity: item.quantity,
+                unit_price,
+            });
+        }
+    }
+    if o.promo_codes.len() > MAX_PROMO_CODES {
+        c.push(Violation::new(
+            "order.promo_codes",
+            "too_many",
+            format!("at most {MAX_PROMO_CODES} promo codes"),
+        ));
+    }
+    let promo_codes: Vec<PromoCode> = o
+        .promo_codes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, code)| c.id(&format!("order.promo_codes[{i}]"), code, PromoCode::parse))
+        .collect();
+    let renewal_of = c.optional_id("order.renewal_of", &o.renewal_of, OrderId::parse);
+    let email_hash = c.hash("order.email_hash", &o.email_hash);
+    Some(Order {
+        visitor: visitor?,
+        order: order?,
+        amount: amount?,
+        tax: tax?,
+        shipping: shipping?,
+        line_items,
+        promo_codes,
+        renewal_of: renewal_of?,
+        first_order: o.first_order,
+        email_hash,
+    })
+}

@@ -1,0 +1,270 @@
+//! Identifier newtypes and deterministic derived ids.
+//!
+//! Client-chosen ids (event, visitor, order, ...) are validated once at the edge (§4:
+//! non-empty, at most 128 bytes, no control characters) and then carried as cheap-to-clone
+//! `Arc<str>`. Derived ids (credits, ledger entries) are a 128-bit xxh3 of their cause,
+//! so reprocessing the same cause always yields the same id.
+
+use std::{fmt, sync::Arc};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Violation;
+
+/// Longest id accepted, in bytes (§4).
+pub const MAX_ID_BYTES: usize = 128;
+
+/// Checks the §4 id rules for a client-chosen id.
+pub fn check_id(field: &str, value: &str) -> Result<(), Violation> {
+    if value.is_empty() {
+        return Err(Violation::new(field, "required", "must not be empty"));
+    }
+    if value.len() > MAX_ID_BYTES {
+        return Err(Violation::new(
+            field,
+            "too_long",
+            format!("is {} bytes, at most {MAX_ID_BYTES} allowed", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Violation::new(
+            field,
+            "control_character",
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Validates `value` with the §4 id rules, naming `field` on failure.
+            pub fn parse(field: &str, value: &str) -> Result<Self, Violation> {
+                check_id(field, value)?;
+                Ok(Self(Arc::from(value)))
+            }
+
+            /// Wraps a value that is already known to be valid (tests, derived values).
+            ///
+            /// # Panics
+            /// In debug builds, when the value breaks the id rules.
+            pub fn new(value: &str) -> Self {
+                debug_assert!(check_id("id", value).is_ok(), "invalid id {value:?}");
+                Self(Arc::from(value))
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), &*self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A brand: the isolation boundary (§3). Always taken from credentials.
+    TenantId
+);
+id_type!(
+    /// Client-chosen idempotency key of an event.
+    EventId
+);
+id_type!(
+    /// First-party visitor id (cookie or device) from the storefront.
+    VisitorId
+);
+id_type!(
+    /// The brand's customer account id.
+    CustomerId
+);
+id_type!(
+    /// A creator (influencer, affiliate).
+    CreatorId
+);
+id_type!(
+    /// A campaign of a tenant's program.
+    CampaignId
+);
+id_type!(
+    /// The code of a tracking link.
+    LinkCode
+);
+id_type!(
+    /// An order id from the storefront.
+    OrderId
+);
+id_type!(
+    /// A lead id from the storefront.
+    LeadId
+);
+id_type!(
+    /// A commission plan within a campaign.
+    PlanId
+);
+id_type!(
+    /// A social post, for engagement events.
+    PostId
+);
+id_type!(
+    /// A payout or manual adjustment recorded through Admin.
+    RecordId
+);
+
+/// A promo code. Codes are case-insensitive (§3): the stored form is upper-cased.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PromoCode(Arc<str>);
+
+impl PromoCode {
+    /// Validates and normalises a promo code.
+    pub fn parse(field: &str, value: &str) -> Result<Self, Violation> {
+        check_id(field, value)?;
+        Ok(Self(Arc::from(value.to_uppercase())))
+    }
+
+    /// The normalised (upper-case) code.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PromoCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PromoCode({:?})", &*self.0)
+    }
+}
+
+impl fmt::Display for PromoCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A derived id: 128 bits of xxh3 over the length-prefixed parts of its cause, shown as
+/// a kind prefix and 32 hex digits (`acc_1f...`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DerivedId {
+    kind: &'static str,
+    hash: u128,
+}
+
+impl DerivedId {
+    /// Hashes `parts` (each length-prefixed, so `("ab","c")` differs from `("a","bc")`).
+    pub fn derive(kind: &'static str, parts: &[&str]) -> Self {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(kind.as_bytes());
+        for part in parts {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+        Self {
+            kind,
+            hash: hasher.digest128(),
+        }
+    }
+
+    /// The id as text.
+    pub fn to_text(self) -> String {
+        format!("{}_{:032x}", self.kind, self.hash)
+    }
+}
+
+impl fmt::Display for DerivedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_{:032x}", self.kind, self.hash)
+    }
+}
+
+impl fmt::Debug for DerivedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for DerivedId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DerivedId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let (kind, hex) = text
+            .split_once('_')
+            .ok_or_else(|| serde::de::Error::custom("derived id without kind prefix"))?;
+        let hash = u128::from_str_radix(hex, 16).map_err(serde::de::Error::custom)?;
+        let kind = DERIVED_KINDS
+            .iter()
+            .find(|k| **k == kind)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown derived id kind {kind}")))?;
+        Ok(Self { kind, hash })
+    }
+}
+
+/// Every kind prefix the core derives ids with.
+pub const DERIVED_KINDS: &[&str] = &[
+    "crd", "rev", "lst", "acc", "rvs", "bon", "bnr", "fee", "eng", "pay", "adj",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_rules_name_the_field() {
+        assert_eq!(check_id("order_id", "").unwrap_err().rule, "required");
+        assert_eq!(
+            check_id("order_id", &"x".repeat(129)).unwrap_err().rule,
+            "too_long"
+        );
+        assert!(check_id("order_id", &"x".repeat(128)).is_ok());
+        let e = check_id("order_id", "a\u{7}b").unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.rule),
+            ("order_id", "control_character")
+        );
+    }
+
+    #[test]
+    fn derived_ids_are_stable_and_prefix_free() {
+        let a = DerivedId::derive("acc", &["ab", "c"]);
+        assert_eq!(a, DerivedId::derive("acc", &["ab", "c"]));
+        assert_ne!(a, DerivedId::derive("acc", &["a", "bc"]));
+        let text = a.to_text();
+        let back: DerivedId = serde_json::from_str(&format!("\"{text}\"")).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn promo_codes_are_case_insensitive() {
+        assert_eq!(
+            PromoCode::parse("c", "Anna10").unwrap(),
+            PromoCode::parse("c", "ANNA10").unwrap()
+        );
+    }
+}

@@ -1,0 +1,1306 @@
+//! The ledger fold (§6, §7): credits in, append-only entries out.
+//!
+//! One [`Book`] per (campaign, creator): the unit of ordering and of partitioning on the
+//! `credits` topic. [`decide`] reads the book and the program in force at the credit's
+//! event time and returns [`LedgerFact`]s; [`apply`] folds them in. Entries are never
+//! changed: a refund is a reversal entry that refers to the accrual it corrects, with a
+//! deterministic id, so processing a credit twice changes nothing.
+//!
+//! Choices where the spec is silent (documented here and in ARCHITECTURE.md):
+//! - Tier progress counts each credited order once per creator credited (a split order
+//!   counts for each of its creators); KPIs weight by share.
+//! - A tiered rate's tier is chosen by the order's ordinal in the period (count basis) or
+//!   the revenue credited before it (revenue basis); the whole order takes that rate.
+//! - Caps count gross usage: a later refund does not free cap room.
+//! - A base fee is earned with the creator's first credit of the period.
+//! - A renewal pays under plans with `recurring_periods = N` when it falls 1..=N periods
+//!   after the original order's period.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::{
+    credit::{Credit, CreditKind},
+    event::Engagement,
+    ids::{CampaignId, CreatorId, DerivedId, EventId, LeadId, OrderId, PlanId, PostId, RecordId},
+    kpi::{KpiDelta, KpiTotals},
+    money::{Currency, Money, allocate},
+    program::{Campaign, Plan, PlanKind, ProgramHistory, TierBasis},
+    time::{Duration, Period, Timestamp},
+};
+
+/// The kinds of ledger entry (§7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// Commission for a credit.
+    Accrual,
+    /// A refund, cancel, chargeback or rejected lead, correcting an accrual.
+    Reversal,
+    /// A milestone bonus.
+    Bonus,
+    /// A milestone bonus whose threshold was lost during its hold.
+    BonusReversal,
+    /// A base fee (retainer) for a period.
+    BaseFee,
+    /// Money paid out (negative).
+    Payout,
+    /// A manual correction by the brand.
+    ManualAdjustment,
+}
+
+impl EntryKind {
+    /// Lower-case name (a bounded label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accrual => "accrual",
+            Self::Reversal => "reversal",
+            Self::Bonus => "bonus",
+            Self::BonusReversal => "bonus_reversal",
+            Self::BaseFee => "base_fee",
+            Self::Payout => "payout",
+            Self::ManualAdjustment => "manual_adjustment",
+        }
+    }
+
+    /// Entries that earn money and carry a hold.
+    pub fn is_earning(self) -> bool {
+        matches!(
+            self,
+            Self::Accrual | Self::Bonus | Self::BaseFee | Self::ManualAdjustment
+        )
+    }
+
+    /// Entries that correct an earlier entry.
+    pub fn is_reversal(self) -> bool {
+        matches!(self, Self::Reversal | Self::BonusReversal)
+    }
+}
+
+/// One append-only ledger entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerEntry {
+    /// Deterministic id derived from its cause.
+    pub id: DerivedId,
+    /// Campaign.
+    pub campaign: CampaignId,
+    /// Creator.
+    pub creator: CreatorId,
+    /// Kind.
+    pub kind: EntryKind,
+    /// Signed amount: positive earns, negative reverses or pays out.
+    pub amount: Money,
+    /// Event time of the cause.
+    pub occurred_at: Timestamp,
+    /// Pending until this instant, approved after.
+    pub hold_until: Timestamp,
+    /// The event, credit or record that caused it.
+    pub cause: String,
+    /// The credit it belongs to, if any.
+    pub credit: Option<DerivedId>,
+    /// The entry it corrects (reversals).
+    pub refers_to: Option<DerivedId>,
+    /// The plan that priced it.
+    pub plan: Option<PlanId>,
+    /// The commission period.
+    pub period: Period,
+    /// The order, if any.
+    pub order: Option<OrderId>,
+    /// The lead, if any.
+    pub lead: Option<LeadId>,
+    /// Human note (rates, refund fraction, milestone).
+    pub note: String,
+}
+
+/// An input of the ledger for one (campaign, creator).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LedgerInput {
+    /// A credit from the attributor.
+    Credit(Credit),
+    /// An engagement snapshot of a post.
+    Engagement {
+        /// The event.
+        event: EventId,
+        /// Event time.
+        at: Timestamp,
+        /// Cumulative counters.
+        engagement: Engagement,
+    },
+    /// A payout recorded through Admin.
+    Payout {
+        /// Record id (idempotency key).
+        id: RecordId,
+        /// Campaign paid for.
+        campaign: CampaignId,
+        /// Creator paid.
+        creator: CreatorId,
+        /// Amount paid (positive).
+        amount: Money,
+        /// When.
+        at: Timestamp,
+        /// Note.
+        note: String,
+    },
+    /// A manual adjustment recorded through Admin.
+    Manual {
+        /// Record id (idempotency key).
+        id: RecordId,
+        /// Campaign.
+        campaign: CampaignId,
+        /// Creator.
+        creator: CreatorId,
+        /// Signed amount.
+        amount: Money,
+        /// When.
+        at: Timestamp,
+        /// Reason.
+        note: String,
+    },
+}
+
+impl LedgerInput {
+    /// The (campaign, creator) book this input belongs to.
+    pub fn key(&self) -> (&CampaignId, &CreatorId) {
+        match self {
+            Self::Credit(c) => (&c.campaign, &c.creator),
+            Self::Engagement { engagement, .. } => (&engagement.campaign, &engagement.creator),
+            Self::Payout {
+                campaign, creator, ..
+            }
+            | Self::Manual {
+                campaign, creator, ..
+            } => (campaign, creator),
+        }
+    }
+
+    /// Event time.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Self::Credit(c) => c.occurred_at,
+            Self::Engagement { at, .. } | Self::Payout { at, .. } | Self::Manual { at, .. } => *at,
+        }
+    }
+
+    fn idempotency_key(&self) -> String {
+        match self {
+            Self::Credit(c) => c.id.to_text(),
+            Self::Engagement { event, .. } => format!("engagement:{event}"),
+            Self::Payout { id, .. } => format!("payout:{id}"),
+            Self::Manual { id, .. } => format!("manual:{id}"),
+        }
+    }
+}
+
+/// One accrual of a credit, remembered for its reversals.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Accrual {
+    /// The accrual entry.
+    pub entry: DerivedId,
+    /// Its plan.
+    pub plan: PlanId,
+    /// Its amount.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    /// How much of it has been reversed.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub reversed: Decimal,
+}
+
+/// What the book remembers of a lead or order credit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CreditRecord {
+    /// The order or lead.
+    pub order: Option<OrderId>,
+    /// The lead.
+    pub lead: Option<LeadId>,
+    /// Period of the conversion.
+    pub period: Period,
+    /// This creator's share.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub share: Decimal,
+    /// Revenue credited to this creator.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub revenue: Decimal,
+    /// Counted in tier progress (orders) and not yet fully reversed.
+    pub counted: bool,
+    /// Fraction reversed so far.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub reversed_fraction: Decimal,
+    /// Accruals made for it.
+    pub accruals: Vec<Accrual>,
+    /// CPL plans waiting for the lead to qualify: plan and amount.
+    pub awaiting_qualification: Vec<(PlanId, Decimal)>,
+    /// A returning customer.
+    pub returning: bool,
+}
+
+/// One milestone's state in a period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MilestoneState {
+    /// The bonus entry.
+    pub entry: DerivedId,
+    /// Its amount.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    /// End of its hold.
+    pub hold_until: Timestamp,
+    /// Paid and not reversed.
+    pub active: bool,
+    /// How many times it has been earned (a reversed milestone can be earned again).
+    pub generation: u32,
+}
+
+/// Usage of a plan in a period (for caps).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Usage {
+    /// Amount paid.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    /// Conversions paid.
+    pub count: u64,
+}
+
+/// One period of a book.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PeriodBook {
+    /// Net credited orders.
+    pub orders: i64,
+    /// Net credited revenue.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub revenue: Decimal,
+    /// Plan usage for caps.
+    pub usage: BTreeMap<PlanId, Usage>,
+    /// The base fee was earned.
+    pub base_fee: bool,
+    /// Milestones by (plan, threshold).
+    pub milestones: BTreeMap<(PlanId, u64), MilestoneState>,
+}
+
+/// Engagement seen and paid for one post.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PostState {
+    /// Largest cumulative counters seen: views, likes, comments, shares.
+    pub seen: [u64; 4],
+    /// Amount paid so far per engagement plan.
+    pub paid: BTreeMap<PlanId, Decimal>,
+}
+
+/// The state of one (campaign, creator).
+#[derive(Debug, Clone, Default)]
+pub struct Book {
+    processed: HashSet<String>,
+    periods: BTreeMap<i64, PeriodBook>,
+    credits: HashMap<DerivedId, CreditRecord>,
+    posts: HashMap<PostId, PostState>,
+}
+
+impl Book {
+    /// A period's book, if any activity.
+    pub fn period(&self, index: i64) -> Option<&PeriodBook> {
+        self.periods.get(&index)
+    }
+
+    /// A credit's record.
+    pub fn credit(&self, id: &DerivedId) -> Option<&CreditRecord> {
+        self.credits.get(id)
+    }
+}
+
+/// A change the ledger decided.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "fact")]
+pub enum LedgerFact {
+    /// The input was processed (idempotency).
+    Processed {
+        /// Its idempotency key.
+        key: String,
+    },
+    /// A new entry.
+    Entry(LedgerEntry),
+    /// A credit remembered for its corrections.
+    CreditRecorded {
+        /// The credit.
+        credit: DerivedId,
+        /// What to remember.
+        record: CreditRecord,
+    },
+    /// A credit's reversed fraction grew.
+    CreditReversed {
+        /// The credit.
+        credit: DerivedId,
+        /// New cumulative fraction.
+        #[serde(with = "rust_decimal::serde::str")]
+        fraction: Decimal,
+        /// Still counted in tier progress.
+        counted: bool,
+    },
+    /// A lead's CPL plans awaiting qualification were settled.
+    LeadSettled {
+        /// The lead credit.
+        credit: DerivedId,
+    },
+    /// Tier progress changed.
+    Progress {
+        /// When.
+        at: Timestamp,
+        /// Campaign.
+        campaign: CampaignId,
+        /// Creator.
+        creator: CreatorId,
+        /// Period.
+        period: Period,
+        /// Change in net orders.
+        orders: i64,
+        /// Change in net revenue.
+        #[serde(with = "rust_decimal::serde::str")]
+        revenue: Decimal,
+    },
+    /// A milestone's state changed.
+    Milestone {
+        /// Period.
+        period: Period,
+        /// Plan and threshold.
+        plan: PlanId,
+        /// Threshold.
+        threshold: u64,
+        /// New state.
+        state: MilestoneState,
+    },
+    /// A post's engagement counters advanced.
+    PostSeen {
+        /// Post.
+        post: PostId,
+        /// New state.
+        state: PostState,
+    },
+    /// KPI counters changed.
+    Kpi(KpiDelta),
+}
+
+/// Why the ledger could not use an input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerSkip {
+    /// No program version in force at the input's time.
+    #[error("no program in force at {0}")]
+    NoProgram(Timestamp),
+    /// The campaign is not in the program.
+    #[error("campaign {0} is not in the program")]
+    UnknownCampaign(CampaignId),
+    /// A payout or adjustment in another currency than the campaign's.
+    #[error("amount in {found}, campaign pays in {expected}")]
+    CurrencyMismatch {
+        /// Campaign currency.
+        expected: Currency,
+        /// Given currency.
+        found: Currency,
+    },
+}
+
+struct Ctx<'a> {
+    campaign: &'a Campaign,
+    creator: &'a CreatorId,
+    currency: Currency,
+    facts: Vec<LedgerFact>,
+    kpi: KpiTotals,
+    /// Usage added by this decision (decide reads, so it tracks its own additions).
+    usage: BTreeMap<(i64, PlanId), Usage>,
+}
+
+impl Ctx<'_> {
+    fn money(&self, amount: Decimal) -> Money {
+        Money::new(amount, self.currency)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn entry(
+        &mut self,
+        id: DerivedId,
+        kind: EntryKind,
+        amount: Decimal,
+        at: Timestamp,
+        hold: Duration,
+        cause: &str,
+        credit: Option<DerivedId>,
+        refers_to: Option<DerivedId>,
+        plan: Option<&PlanId>,
+        period: Period,
+        order: Option<&OrderId>,
+        lead: Option<&LeadId>,
+        note: String,
+    ) {
+        if kind != EntryKind::Payout {
+            self.kpi.cost += amount;
+        }
+        self.facts.push(LedgerFact::Entry(LedgerEntry {
+            id,
+            campaign: self.campaign.id.clone(),
+            creator: self.creator.clone(),
+            kind,
+            amount: self.money(amount),
+            occurred_at: at,
+            hold_until: at.plus(hold),
+            cause: cause.to_owned(),
+            credit,
+            refers_to,
+            plan: plan.cloned(),
+            period,
+            order: order.cloned(),
+            lead: lead.cloned(),
+            note,
+        }));
+    }
+
+    /// Applies the plan's caps to `amount` given usage so far, and records the usage.
+    fn capped(&mut self, book: &Book, period: Period, plan: &Plan, amount: Decimal) -> Decimal {
+        let base = book
+            .periods
+            .get(&period.index)
+            .and_then(|p| p.usage.get(&plan.id))
+            .cloned()
+            .unwrap_or_default();
+        let added = self
+            .usage
+            .entry((period.index, plan.id.clone()))
+            .or_default();
+        let used_count = base.count + added.count;
+        let used_amount = base.amount + added.amount;
+        if plan.cap_count.is_some_and(|cap| used_count >= cap) {
+            return Decimal::ZERO;
+        }
+        let amount = match plan.cap_amount {
+            Some(cap) => amount.min((cap - used_amount).max(Decimal::ZERO)),
+            None => amount,
+        };
+        added.count += 1;
+        added.amount += amount;
+        amount
+    }
+}
+
+/// Decides what an input changes in one (campaign, creator) book. Reads only.
+pub fn decide(
+    book: &Book,
+    programs: &ProgramHistory,
+    input: &LedgerInput,
+) -> Result<Vec<LedgerFact>, LedgerSkip> {
+    let key = input.idempotency_key();
+    if book.processed.contains(&key) {
+        return Ok(Vec::new());
+    }
+    let at = input.at();
+    let (campaign_id, creator) = input.key();
+    // Corrections are priced by the program that priced the original.
+    let program = programs.at(at).ok_or(LedgerSkip::NoProgram(at))?;
+    let campaign = program
+        .campaigns
+        .get(campaign_id)
+        .ok_or_else(|| LedgerSkip::UnknownCampaign(campaign_id.clone()))?;
+    let mut ctx = Ctx {
+        campaign,
+        creator,
+        currency: campaign.currency,
+        facts: vec![LedgerFact::Processed { key }],
+        kpi: KpiTotals::default(),
+        usage: BTreeMap::new(),
+    };
+    let period = Period::containing(campaign.period, at);
+    match input {
+        LedgerInput::Credit(credit) => decide_credit(book, &mut ctx, credit, period),
+        LedgerInput::Engagement {
+            event,
+            at,
+            engagement,
+        } => decide_engagement(book, &mut ctx, event, *at, engagement, period),
+        LedgerInput::Payout {
+            id,
+            amount,
+            at,
+            note,
+            ..
+        }
+        | LedgerInput::Manual {
+            id,
+            amount,
+            at,
+            note,
+            ..
+        } => {
+            if amount.currency != ctx.currency {
+                return Err(LedgerSkip::CurrencyMismatch {
+                    expected: ctx.currency,
+                    found: amount.currency,
+                });
+            }
+            let (kind, prefix, signed) = match input {
+                LedgerInput::Payout { .. } => (EntryKind::Payout, "pay", -amount.amount),
+                _ => (EntryKind::ManualAdjustment, "adj", amount.amount),
+            };
+            let entry_id = DerivedId::derive(
+                prefix,
+                &[campaign.id.as_str(), creator.as_str(), id.as_str()],
+            );
+            ctx.entry(
+                entry_id,
+                kind,
+                ctx.currency.round(signed),
+                *at,
+                Duration(0),
+                id.as_str(),
+                None,
+                None,
+                None,
+                period,
+                None,
+                None,
+                note.clone(),
+            );
+        }
+    }
+    let Ctx { mut facts, kpi, .. } = ctx;
+    if kpi != KpiTotals::default() {
+        facts.push(LedgerFact::Kpi(KpiDelta {
+            at,
+            campaign: campaign_id.clone(),
+            creator: Some(creator.clone()),
+            totals: kpi,
+        }));
+    }
+    Ok(facts)
+}
+
+fn plan_applies(plan: &Plan, new_customer: bool, renewal_periods: Option<i64>) -> bool {
+    if plan.new_customer_only && !new_customer {
+        return false;
+    }
+    match (renewal_periods, plan.recurring_periods) {
+        (None, _) => true,
+        (Some(k), Some(n)) => k >= 1 && k <= i64::from(n),
+        (Some(_), None) => false,
+    }
+}
+
+fn base_fee(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period) {
+    if book.periods.get(&period.index).is_some_and(|p| p.base_fee) {
+        return;
+    }
+    let plans: Vec<&Plan> = ctx
+        .campaign
+        .plans
+        .iter()
+        .filter(|p| matches!(p.kind, PlanKind::BaseFee { .. }))
+        .collect();
+    for plan in plans {
+        let PlanKind::BaseFee { amount } = plan.kind else {
+            continue;
+        };
+        let id = DerivedId::derive(
+            "fee",
+            &[
+                ctx.campaign.id.as_str(),
+                ctx.creator.as_str(),
+                plan.id.as_str(),
+                &period.label(),
+            ],
+        );
+        let note = format!("base fee for {}", period.label());
+        ctx.entry(
+            id,
+            EntryKind::BaseFee,
+            amount,
+            credit.occurred_at,
+            plan.hold,
+            credit.id.to_text().as_str(),
+            Some(credit.id),
+            None,
+            Some(&plan.id),
+            period,
+            None,
+            None,
+            note,
+        );
+    }
+}
+
+fn tier_rate(tiers: &[crate::program::Tier], position: Decimal) -> Decimal {
+    tiers
+        .iter()
+        .rev()
+        .find(|t| t.from <= position)
+        .or(tiers.first())
+        .map_or(Decimal::ZERO, |t| t.rate)
+}
+
+fn decide_credit(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period) {
+    if credit.fraud.is_some() {
+        return;
+    }
+    let at = credit.occurred_at;
+    let cause = credit.id.to_text();
+    match &credit.kind {
+        CreditKind::Click { .. } => {
+            ctx.kpi.clicks += 1;
+            base_fee(book, ctx, credit, period);
+            for plan in &ctx.campaign.plans {
+                let PlanKind::Cpc { amount } = plan.kind else {
+                    continue;
+                };
+                let paid = ctx.capped(book, period, plan, amount);
+                if paid.is_zero() {
+                    continue;
+                }
+                let id = DerivedId::derive("acc", &[&cause, plan.id.as_str()]);
+                ctx.entry(
+                    id,
+                    EntryKind::Accrual,
+                    paid,
+                    at,
+                    plan.hold,
+                    &cause,
+                    Some(credit.id),
+                    None,
+                    Some(&plan.id),
+                    period,
+                    None,
+                    None,
+                    format!("cpc {amount}"),
+                );
+            }
+        }
+        CreditKind::Lead {
+            lead,
+            index,
+            shares,
+            new_customer,
+        } => {
+            let share = shares[*index].share;
+            ctx.kpi.leads += share;
+            base_fee(book, ctx, credit, period);
+            let weights: Vec<Decimal> = shares.iter().map(|s| s.share).collect();
+            let mut record = CreditRecord {
+                order: None,
+                lead: Some(lead.clone()),
+                period,
+                share,
+                revenue: Decimal::ZERO,
+                counted: false,
+                reversed_fraction: Decimal::ZERO,
+                accruals: Vec::new(),
+                awaiting_qualification: Vec::new(),
+                returning: !new_customer,
+            };
+            for plan in &ctx.campaign.plans {
+                let PlanKind::Cpl {
+                    amount,
+                    qualified_only,
+                } = plan.kind
+                else {
+                    continue;
+                };
+                if !plan_applies(plan, *new_customer, None) {
+                    continue;
+                }
+                let part = allocate(amount, &weights, ctx.currency)[*index];
+                if qualified_only {
+                    record.awaiting_qualification.push((plan.id.clone(), part));
+                    continue;
+                }
+                let paid = ctx.capped(book, period, plan, part);
+                if paid.is_zero() {
+                    continue;
+                }
+                let id = DerivedId::derive("acc", &[&cause, plan.id.as_str()]);
+                ctx.entry(
+                    id,
+                    EntryKind::Accrual,
+                    paid,
+                    at,
+                    plan.hold,
+                    &cause,
+                    Some(credit.id),
+                    None,
+                    Some(&plan.id),
+                    period,
+                    None,
+                    Some(lead),
+                    format!("cpl {amount} × share {share}"),
+                );
+                record.accruals.push(Accrual {
+                    entry: id,
+                    plan: plan.id.clone(),
+                    amount: paid,
+                    reversed: Decimal::ZERO,
+                });
+            }
+            ctx.facts.push(LedgerFact::CreditRecorded {
+                credit: credit.id,
+                record,
+            });
+        }
+        CreditKind::Order {
+            order,
+            index,
+            shares,
+            net,
+            categories,
+            new_customer,
+            renewal,
+            ..
+        } => {
+            decide_order(
+                book,
+                ctx,
+                credit,
+                period,
+                order,
+                *index,
+                shares,
+                *net,
+                categories,
+                *new_customer,
+                renewal.as_ref(),
+            );
+        }
+        CreditKind::Reversal {
+            original,
+            order,
+            kind,
+            cumulative_fraction,
+        } => {
+            decide_reversal(
+                book,
+                ctx,
+                credit,
+                original,
+                Some(order),
+                kind.as_str(),
+                *cumulative_fraction,
+            );
+        }
+        CreditKind::LeadStatus {
+            original,
+            lead,
+            qualified,
+        } => {
+            let Some(record) = book.credits.get(original) else {
+                return;
+            };
+            if *qualified {
+                ctx.kpi.qualified_leads += record.share;
+                let mut updated = record.clone();
+                for (plan_id, part) in &record.awaiting_qualification {
+                    let Some(plan) = ctx.campaign.plans.iter().find(|p| &p.id == plan_id) else {
+                        continue;
+                    };
+                    let paid = ctx.capped(book, period, plan, *part);
+                    if paid.is_zero() {
+                        continue;
+                    }
+                    let id = DerivedId::derive("acc", &[&original.to_text(), plan_id.as_str()]);
+                    ctx.entry(
+                        id,
+                        EntryKind::Accrual,
+                        paid,
+                        at,
+                        plan.hold,
+                        &cause,
+                        Some(*original),
+                        None,
+                        Some(plan_id),
+                        period,
+                        None,
+                        Some(lead),
+                        "cpl, lead qualified".to_owned(),
+                    );
+                    updated.accruals.push(Accrual {
+                        entry: id,
+                        plan: plan_id.clone(),
+                        amount: paid,
+                        reversed: Decimal::ZERO,
+                    });
+                }
+                updated.awaiting_qualification.clear();
+                ctx.facts.push(LedgerFact::CreditRecorded {
+                    credit: *original,
+                    record: updated,
+                });
+            } else {
+                ctx.kpi.leads -= record.share;
+                decide_reversal(
+                    book,
+                    ctx,
+                    credit,
+                    original,
+                    None,
+                    "lead_rejected",
+                    Decimal::ONE,
+                );
+            }
+            ctx.facts
+                .push(LedgerFact::LeadSettled { credit: *original });
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decide_order(
+    book: &Book,
+    ctx: &mut Ctx<'_>,
+    credit: &Credit,
+    period: Period,
+    order: &OrderId,
+    index: usize,
+    shares: &Arc<[crate::credit::Share]>,
+    net: Money,
+    categories: &[(Option<Arc<str>>, Decimal)],
+    new_customer: bool,
+    renewal: Option<&crate::credit::Renewal>,
+) {
+    let at = credit.occurred_at;
+    let cause = credit.id.to_text();
+    let share = shares[index].share;
+    let weights: Vec<Decimal> = shares.iter().map(|s| s.share).collect();
+    let same_currency = net.currency == ctx.currency;
+    let revenue = if same_currency {
+        allocate(ctx.currency.round(net.amount), &weights, ctx.currency)[index]
+    } else {
+        Decimal::ZERO
+    };
+    let before = book.periods.get(&period.index).cloned().unwrap_or_default();
+    let ordinal = Decimal::from(before.orders + 1);
+    let renewal_periods =
+        renewal.map(|r| period.index - Period::containing(period.kind, r.original_at).index);
+
+    ctx.kpi.orders += share;
+    ctx.kpi.revenue += revenue;
+    if !new_customer {
+        ctx.kpi.returning_orders += share;
+    }
+    base_fee(book, ctx, credit, period);
+
+    let mut accruals = Vec::new();
+    let plans = ctx.campaign.plans.clone();
+    for plan in &plans {
+        if !plan_applies(plan, new_customer, renewal_periods) {
+            continue;
+        }
+        let (unsplit, note) = match &plan.kind {
+            PlanKind::CpsFlat { amount } => (*amount, format!("flat {amount}")),
+            PlanKind::CpsPercent {
+                rate,
+                category_rates,
+            } if same_currency => {
+                let raw: Decimal = categories
+                    .iter()
+                    .map(|(cat, amount)| {
+                        amount
+                            * cat
+                                .as_ref()
+                                .and_then(|c| category_rates.get(c))
+                                .unwrap_or(rate)
+                    })
+                    .sum();
+                (ctx.currency.round(raw), format!("{rate} of {net}"))
+            }
+            PlanKind::Tiered { basis, tiers } if same_currency => {
+                let position = match basis {
+                    TierBasis::Count => ordinal,
+                    TierBasis::Revenue => before.revenue,
+                };
+                let rate = tier_rate(tiers, position);
+                (
+                    ctx.currency.round(net.amount * rate),
+                    format!("tier rate {rate} at {position}"),
+                )
+            }
+            _ => continue,
+        };
+        let part = allocate(unsplit, &weights, ctx.currency)[index];
+        let paid = ctx.capped(book, period, plan, part);
+        if paid.is_zero() {
+            continue;
+        }
+        let id = DerivedId::derive("acc", &[&cause, plan.id.as_str()]);
+        let note = if share == Decimal::ONE {
+            note
+        } else {
+            format!("{note} × share {share}")
+        };
+        ctx.entry(
+            id,
+            EntryKind::Accrual,
+            paid,
+            at,
+            plan.hold,
+            &cause,
+            Some(credit.id),
+            None,
+            Some(&plan.id),
+            period,
+            Some(order),
+            None,
+            note,
+        );
+        accruals.push(Accrual {
+            entry: id,
+            plan: plan.id.clone(),
+            amount: paid,
+            reversed: Decimal::ZERO,
+        });
+    }
+
+    let after_orders = before.orders + 1;
+    ctx.facts.push(LedgerFact::Progress {
+        at,
+        campaign: ctx.campaign.id.clone(),
+        creator: ctx.creator.clone(),
+        period,
+        orders: 1,
+        revenue,
+    });
+    for plan in &plans {
+        let PlanKind::Milestone { milestones } = &plan.kind else {
+            continue;
+        };
+        for m in milestones {
+            let state = before.milestones.get(&(plan.id.clone(), m.threshold));
+            if after_orders < i64::try_from(m.threshold).unwrap_or(i64::MAX)
+                || state.is_some_and(|s| s.active)
+            {
+                continue;
+            }
+            let generation = state.map_or(0, |s| s.generation + 1);
+            let id = DerivedId::derive(
+                "bon",
+                &[
+                    ctx.campaign.id.as_str(),
+                    ctx.creator.as_str(),
+                    plan.id.as_str(),
+                    &period.label(),
+                    &m.threshold.to_string(),
+                    &generation.to_string(),
+                ],
+            );
+            let note = format!("milestone {} orders in {}", m.threshold, period.label());
+            ctx.entry(
+                id,
+                EntryKind::Bonus,
+                m.bonus,
+                at,
+                plan.hold,
+                &cause,
+                Some(credit.id),
+                None,
+                Some(&plan.id),
+                period,
+                Some(order),
+                None,
+                note,
+            );
+            let state = MilestoneState {
+                entry: id,
+                amount: m.bonus,
+                hold_until: at.plus(plan.hold),
+                active: true,
+                generation,
+            };
+            ctx.facts.push(LedgerFact::Milestone {
+                period,
+                plan: plan.id.clone(),
+                threshold: m.threshold,
+                state,
+            });
+        }
+    }
+    let record = CreditRecord {
+        order: Some(order.clone()),
+        lead: None,
+        period,
+        share,
+        revenue,
+        counted: true,
+        reversed_fraction: Decimal::ZERO,
+        accruals,
+        awaiting_qualification: Vec::new(),
+        returning: !new_customer,
+    };
+    ctx.facts.push(LedgerFact::CreditRecorded {
+        credit: credit.id,
+        record,
+    });
+}
+
+fn decide_reversal(
+    book: &Book,
+    ctx: &mut Ctx<'_>,
+    credit: &Credit,
+    original: &DerivedId,
+    order: Option<&OrderId>,
+    kind: &str,
+    cumulative: Decimal,
+) {
+    let Some(record) = book.credits.get(original) else {
+        return;
+    };
+    if cumulative <= record.reversed_fraction {
+        return;
+    }
+    let at = credit.occurred_at;
+    let cause = credit.id.to_text();
+    let order = record.order.as_ref().or(order);
+    for accrual in &record.accruals {
+        let target = if cumulative >= Decimal::ONE {
+            accrual.amount
+        } else {
+            ctx.currency.round(accrual.amount * cumulative)
+        };
+        let delta = target - accrual.reversed;
+        if delta.is_zero() {
+            continue;
+        }
+        let id = DerivedId::derive("rvs", &[&accrual.entry.to_text(), credit.cause.as_str()]);
+        let note = format!("{kind}: {cumulative} of the order reversed");
+        ctx.entry(
+            id,
+            EntryKind::Reversal,
+            -delta,
+            at,
+            Duration(0),
+            &cause,
+            Some(*original),
+            Some(accrual.entry),
+            Some(&accrual.plan),
+            record.period,
+            order,
+            record.lead.as_ref(),
+            note,
+        );
+    }
+    let revenue_delta = ctx.currency.round(record.revenue * cumulative)
+        - ctx
+            .currency
+            .round(record.revenue * record.reversed_fraction);
+    let uncount = record.counted && cumulative >= Decimal::ONE;
+    ctx.kpi.revenue -= revenue_delta;
+    if uncount {
+        ctx.kpi.orders -= record.share;
+        if record.returning {
+            ctx.kpi.returning_orders -= record.share;
+        }
+    }
+    if record.order.is_some() {
+        ctx.facts.push(LedgerFact::Progress {
+            at,
+            campaign: ctx.campaign.id.clone(),
+            creator: ctx.creator.clone(),
+            period: record.period,
+            orders: -i64::from(uncount),
+            revenue: -revenue_delta,
+        });
+    }
+    ctx.facts.push(LedgerFact::CreditReversed {
+        credit: *original,
+        fraction: cumulative,
+        counted: record.counted && !uncount,
+    });
+    if !uncount {
+        return;
+    }
+    // Milestones of that period whose threshold is no longer met, still on hold, are reversed.
+    let Some(pb) = book.periods.get(&record.period.index) else {
+        return;
+    };
+    let orders_after = pb.orders - 1;
+    for ((plan, threshold), state) in &pb.milestones {
+        if !state.active
+            || orders_after >= i64::try_from(*threshold).unwrap_or(i64::MAX)
+            || at >= state.hold_until
+        {
+            continue;
+        }
+        let id = DerivedId::derive("bnr", &[&state.entry.to_text(), credit.cause.as_str()]);
+        let note = format!("milestone {threshold} no longer met before its hold ended");
+        ctx.entry(
+            id,
+            EntryKind::BonusReversal,
+            -state.amount,
+            at,
+            Duration(0),
+            &cause,
+            None,
+            Some(state.entry),
+            Some(plan),
+            record.period,
+            order,
+            None,
+            note,
+        );
+        let new_state = MilestoneState {
+            active: false,
+            ..state.clone()
+        };
+        ctx.facts.push(LedgerFact::Milestone {
+            period: record.period,
+            plan: plan.clone(),
+            threshold: *threshold,
+            state: new_state,
+        });
+    }
+}
+
+fn decide_engagement(
+    book: &Book,
+    ctx: &mut Ctx<'_>,
+    event: &EventId,
+    at: Timestamp,
+    e: &Engagement,
+    period: Period,
+) {
+    let old = book.posts.get(&e.post).cloned().unwrap_or_default();
+    let now = [e.views, e.likes, e.comments, e.shares];
+    let seen: [u64; 4] = std::array::from_fn(|i| old.seen[i].max(now[i]));
+    let delta: [u64; 4] = std::array::from_fn(|i| seen[i] - old.seen[i]);
+    ctx.kpi.views += delta[0];
+    ctx.kpi.likes += delta[1];
+    ctx.kpi.comments += delta[2];
+    ctx.kpi.shares += delta[3];
+    let mut state = PostState {
+        seen,
+        paid: old.paid.clone(),
+    };
+    let plans = ctx.campaign.plans.clone();
+    for plan in &plans {
+        let PlanKind::Engagement {
+            per_view,
+            per_like,
+            per_comment,
+            per_share,
+            minimum_views,
+        } = plan.kind
+        else {
+            continue;
+        };
+        if seen[0] < minimum_views {
+            continue;
+        }
+        let rates = [per_view, per_like, per_comment, per_share];
+        let due = ctx.currency.round(
+            seen.iter()
+                .zip(rates)
+                .map(|(n, r)| Decimal::from(*n) * r)
+                .sum(),
+        );
+        let paid_before = old.paid.get(&plan.id).copied().unwrap_or_default();
+        let owed = due - paid_before;
+        if owed <= Decimal::ZERO {
+            continue;
+        }
+        let paid = ctx.capped(book, period, plan, owed);
+        if paid.is_zero() {
+            continue;
+        }
+        let id = DerivedId::derive("eng", &[event.as_str(), plan.id.as_str()]);
+        let note = format!("post {} at {} views", e.post, seen[0]);
+        ctx.entry(
+            id,
+            EntryKind::Accrual,
+            paid,
+            at,
+            plan.hold,
+            event.as_str(),
+            None,
+            None,
+            Some(&plan.id),
+            period,
+            None,
+            None,
+            note,
+        );
+        state.paid.insert(plan.id.clone(), paid_before + paid);
+    }
+    if state != old {
+        ctx.facts.push(LedgerFact::PostSeen {
+            post: e.post.clone(),
+            state,
+        });
+    }
+}
+
+/// Folds one fact into the book.
+pub fn apply(book: &mut Book, fact: &LedgerFact) {
+    match fact {
+        LedgerFact::Processed { key } => {
+            book.processed.insert(key.clone());
+        }
+        LedgerFact::Entry(e) => {
+            let Some(plan) = &e.plan else { return };
+            let pb = book.periods.entry(e.period.index).or_default();
+            match e.kind {
+                EntryKind::Accrual => {
+                    let usage = pb.usage.entry(plan.clone()).or_default();
+                    usage.count += 1;
+                    usage.amount += e.amount.amount;
+                }
+                EntryKind::BaseFee => pb.base_fee = true,
+                EntryKind::Reversal => {
+                    if let Some(accrual) = e
+                        .credit
+                        .and_then(|c| book.credits.get_mut(&c))
+                        .and_then(|r| r.accruals.iter_mut().find(|a| Some(a.entry) == e.refers_to))
+                    {
+                        accrual.reversed -= e.amount.amount;
+                    }
+                }
+                _ => {}
+            }
+        }
+        LedgerFact::CreditRecorded { credit, record } => {
+            book.credits.insert(*credit, record.clone());
+        }
+        LedgerFact::CreditReversed {
+            credit,
+            fraction,
+            counted,
+        } => {
+            if let Some(r) = book.credits.get_mut(credit) {
+                r.reversed_fraction = *fraction;
+                r.counted = *counted;
+            }
+        }
+        LedgerFact::LeadSettled { credit } => {
+            if let Some(r) = book.credits.get_mut(credit) {
+                r.awaiting_qualification.clear();
+            }
+        }
+        LedgerFact::Progress {
+            period,
+            orders,
+            revenue,
+            ..
+        } => {
+            let pb = book.periods.entry(period.index).or_default();
+            pb.orders += orders;
+            pb.revenue += revenue;
+        }
+        LedgerFact::Milestone {
+            period,
+            plan,
+            threshold,
+            state,
+        } => {
+            book.periods
+                .entry(period.index)
+                .or_default()
+                .milestones
+                .insert((plan.clone(), *threshold), state.clone());
+        }
+        LedgerFact::PostSeen { post, state } => {
+            book.posts.insert(post.clone(), state.clone());
+        }
+        LedgerFact::Kpi(_) => {}
+    }
+}

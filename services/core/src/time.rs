@@ -1,0 +1,205 @@
+//! Event time. The core never reads a clock: every instant is data (§2).
+
+use std::fmt;
+
+use chrono::{DateTime, Datelike, Utc};
+use serde::{Deserialize, Serialize};
+
+/// An instant in UTC, in milliseconds since the Unix epoch.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Timestamp(pub i64);
+
+/// A span of time in milliseconds.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Duration(pub i64);
+
+impl Duration {
+    /// `n` seconds.
+    pub const fn seconds(n: i64) -> Self {
+        Self(n * 1000)
+    }
+    /// `n` minutes.
+    pub const fn minutes(n: i64) -> Self {
+        Self(n * 60_000)
+    }
+    /// `n` hours.
+    pub const fn hours(n: i64) -> Self {
+        Self(n * 3_600_000)
+    }
+    /// `n` days.
+    pub const fn days(n: i64) -> Self {
+        Self(n * 86_400_000)
+    }
+    /// Milliseconds.
+    pub const fn millis(self) -> i64 {
+        self.0
+    }
+}
+
+impl Timestamp {
+    /// The instant `millis` after the epoch.
+    pub const fn from_millis(millis: i64) -> Self {
+        Self(millis)
+    }
+
+    /// Milliseconds since the epoch.
+    pub const fn millis(self) -> i64 {
+        self.0
+    }
+
+    /// Parses RFC 3339 (`2026-11-22T10:00:00Z`).
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| Self(t.timestamp_millis()))
+    }
+
+    /// This instant shifted by `d` (saturating).
+    #[must_use]
+    pub const fn plus(self, d: Duration) -> Self {
+        Self(self.0.saturating_add(d.0))
+    }
+
+    /// This instant shifted back by `d` (saturating).
+    #[must_use]
+    pub const fn minus(self, d: Duration) -> Self {
+        Self(self.0.saturating_sub(d.0))
+    }
+
+    /// `self - earlier`.
+    pub const fn since(self, earlier: Self) -> Duration {
+        Duration(self.0.saturating_sub(earlier.0))
+    }
+
+    fn datetime(self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}",
+            self.datetime()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        )
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse_rfc3339(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not an RFC 3339 instant")))
+    }
+}
+
+/// How a campaign cuts time into commission periods (caps, tiers, milestones, base fees).
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PeriodKind {
+    /// Calendar months in UTC (the default, §6).
+    #[default]
+    Month,
+    /// ISO weeks (Monday to Sunday) in UTC.
+    Week,
+    /// One period for the whole life of the campaign.
+    Lifetime,
+}
+
+/// One commission period: its kind and ordinal (months since year 0, ISO weeks since the
+/// epoch's Monday), so that "N periods later" is a subtraction.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct Period {
+    /// The kind of period.
+    pub kind: PeriodKind,
+    /// Its ordinal within that kind.
+    pub index: i64,
+}
+
+impl Period {
+    /// The period of `kind` that contains `at`.
+    pub fn containing(kind: PeriodKind, at: Timestamp) -> Self {
+        let index = match kind {
+            PeriodKind::Month => {
+                let t = at.datetime();
+                i64::from(t.year()) * 12 + i64::from(t.month0())
+            }
+            // 1970-01-01 was a Thursday: shift so that weeks start on Monday.
+            PeriodKind::Week => (at.millis().div_euclid(86_400_000) + 3).div_euclid(7),
+            PeriodKind::Lifetime => 0,
+        };
+        Self { kind, index }
+    }
+
+    /// A stable label: `2026-11`, `2026-W47`, `lifetime`.
+    pub fn label(&self) -> String {
+        match self.kind {
+            PeriodKind::Month => format!(
+                "{:04}-{:02}",
+                self.index.div_euclid(12),
+                self.index.rem_euclid(12) + 1
+            ),
+            PeriodKind::Week => {
+                let monday = Timestamp((self.index * 7 - 3) * 86_400_000).datetime();
+                let iso = monday.iso_week();
+                format!("{:04}-W{:02}", iso.year(), iso.week())
+            }
+            PeriodKind::Lifetime => "lifetime".to_owned(),
+        }
+    }
+}
+
+impl Serialize for Period {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(text).unwrap()
+    }
+
+    #[test]
+    fn months_and_weeks_are_calendar_periods_in_utc() {
+        let nov = Period::containing(PeriodKind::Month, at("2026-11-30T23:59:59.999Z"));
+        let dec = Period::containing(PeriodKind::Month, at("2026-12-01T00:00:00Z"));
+        assert_eq!(nov.label(), "2026-11");
+        assert_eq!(dec.index - nov.index, 1);
+        // 2026-11-22 is a Sunday, 2026-11-23 a Monday.
+        let sun = Period::containing(PeriodKind::Week, at("2026-11-22T12:00:00Z"));
+        let mon = Period::containing(PeriodKind::Week, at("2026-11-23T00:00:00Z"));
+        assert_eq!(mon.index - sun.index, 1);
+        assert_eq!(mon.label(), "2026-W48");
+    }
+
+    #[test]
+    fn timestamps_print_as_rfc3339() {
+        assert_eq!(
+            at("2026-11-22T10:00:00Z").to_string(),
+            "2026-11-22T10:00:00.000Z"
+        );
+    }
+}
