@@ -67,3 +67,5 @@ pub mod v1 {
 /// for gRPC server reflection (`tonic-reflection`).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/payoff_descriptor.bin"));
+
+pub mod convert;

@@ -1,0 +1,18 @@
+//! The `payoff` command line, as a library so that tests drive it in-process.
+//!
+//! Commands:
+//! - `replay`: runs the whole pipeline (validation, attribution, commission, ledger,
+//!   projections, KPIs) offline over a program file and an event log, with the same
+//!   `payoff-core` the services run, and writes the ledger, balances, tier progress and
+//!   KPIs as JSON in a stable order; `--diff` compares payouts under another program.
+//!
+//! What it must not do: talk to Kafka or the store (replay is offline by design), or hold
+//! rules of its own.
+//!
+//! # Layout
+//! - `input`: reading program and event files (canonical proto3 JSON), with line-numbered
+//!   errors.
+//! - `replay`: the replay and what-if commands.
+
+pub mod input;
+pub mod replay;
