@@ -76,7 +76,7 @@ pub fn run_engine(
         last = last.max(event.occurred_at);
         engine.push(event);
         count += 1;
-        if count % 4096 == 0 {
+        if count.is_multiple_of(4096) {
             bar.set_position(events.bytes);
             bar.set_message(format!("{count} events"));
         }

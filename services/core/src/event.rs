@@ -546,7 +546,17 @@ fn validate_payload(c: &mut Checks, p: &RawPayload) -> Option<Payload> {
                     "must be refund, cancel or chargeback",
                 ));
             }
-            let amount = c.money("adjustment.amount", a.amount.as_ref(), false);
+            let mut amount = c.money("adjustment.amount", a.amount.as_ref(), false);
+            // Optional, but when given a refund amount must be positive (§4): a zero
+            // "partial refund" would be acknowledged and then change nothing.
+            if amount.flatten().is_some_and(|m| m.is_zero()) {
+                c.push(Violation::new(
+                    "adjustment.amount.amount",
+                    "not_positive",
+                    "a partial refund amount must be greater than zero; omit it for all",
+                ));
+                amount = None;
+            }
             let reason = c.text("adjustment.reason", &a.reason);
             Some(Payload::Adjustment(Adjustment {
                 order: order?,

@@ -237,6 +237,8 @@ pub struct CreditRecord {
     pub awaiting_qualification: Vec<(PlanId, Decimal)>,
     /// A returning customer.
     pub returning: bool,
+    /// The lead was qualified (counted once in the qualified-leads KPI).
+    pub qualified: bool,
 }
 
 /// One milestone's state in a period.
@@ -692,6 +694,7 @@ fn decide_credit(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period
                 accruals: Vec::new(),
                 awaiting_qualification: Vec::new(),
                 returning: !new_customer,
+                qualified: false,
             };
             for plan in &ctx.campaign.plans {
                 let PlanKind::Cpl {
@@ -789,9 +792,15 @@ fn decide_credit(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period
             let Some(record) = book.credits.get(original) else {
                 return;
             };
+            // A rejected lead stays rejected; a status repeated under a new event id
+            // changes nothing (it must not count the lead twice in the KPIs).
+            if record.reversed_fraction >= Decimal::ONE || (*qualified && record.qualified) {
+                return;
+            }
             if *qualified {
                 ctx.kpi.qualified_leads += record.share;
                 let mut updated = record.clone();
+                updated.qualified = true;
                 for (plan_id, part) in &record.awaiting_qualification {
                     let Some(plan) = ctx.campaign.plans.iter().find(|p| &p.id == plan_id) else {
                         continue;
@@ -830,6 +839,9 @@ fn decide_credit(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period
                 });
             } else {
                 ctx.kpi.leads -= record.share;
+                if record.qualified {
+                    ctx.kpi.qualified_leads -= record.share;
+                }
                 decide_reversal(
                     book,
                     ctx,
@@ -1027,6 +1039,7 @@ fn decide_order(
         accruals,
         awaiting_qualification: Vec::new(),
         returning: !new_customer,
+        qualified: false,
     };
     ctx.facts.push(LedgerFact::CreditRecorded {
         credit: credit.id,

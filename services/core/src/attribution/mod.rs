@@ -381,7 +381,16 @@ pub fn decide(
                 }
                 _ => Decimal::ONE,
             };
-            let cumulative = (record.refunded + increment).min(Decimal::ONE);
+            let mut cumulative = (record.refunded + increment).min(Decimal::ONE);
+            // Refunds are whole minor units, so the fraction times the gross, rounded to the
+            // minor unit, is exactly the amount refunded so far. Once that reaches the gross
+            // the order is fully refunded, even when the fraction (a sum of inexact quotients
+            // such as three thirds) falls a hair short of one.
+            if let Some(gross) = record.gross
+                && gross.currency.round(cumulative * gross.amount) >= gross.amount
+            {
+                cumulative = Decimal::ONE;
+            }
             for (original, share) in &record.credits {
                 facts.push(Fact::Credited(Credit {
                     id: DerivedId::derive("rev", &[&original.to_text(), event.id.as_str()]),
