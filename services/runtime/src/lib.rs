@@ -1,0 +1,24 @@
+//! payoff-runtime: what every payoff service shares and nothing any of them decides.
+//!
+//! Telemetry (JSON logs through `tracing`, the Prometheus recorder and its `/metrics`
+//! endpoint), graceful shutdown on SIGTERM/SIGINT, API-key authentication with roles and
+//! hot reload (§11), TLS for gRPC listeners, and the one place where service errors
+//! become gRPC statuses.
+//!
+//! What it must not do: hold business rules (they live in `payoff-core`) or talk to Kafka
+//! or the store (that is `payoff-adapters`).
+//!
+//! # Layout
+//! - [`auth`]: API keys, roles, scopes, reload.
+//! - [`error`]: [`ServiceError`] and its mapping to `tonic::Status`.
+//! - [`shutdown`]: the shutdown signal.
+//! - [`telemetry`]: logs, the metrics recorder and the `/metrics` server.
+//! - [`tls`]: loading a certificate and key for a tonic server.
+
+pub mod auth;
+pub mod error;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+
+pub use error::ServiceError;
