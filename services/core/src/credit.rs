@@ -161,7 +161,8 @@ pub struct Credit {
     pub occurred_at: Timestamp,
     /// The event that caused it.
     pub cause: EventId,
-    /// Program version that judged it.
+    /// Program version that judged it (for a correction: the version that judged the
+    /// conversion it corrects, which also prices the correction).
     pub config_version: u64,
     /// Set when the credit earns nothing because of fraud.
     pub fraud: Option<FraudReason>,

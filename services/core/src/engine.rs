@@ -4,13 +4,14 @@
 //! This is the oracle the streaming services are checked against, and what `payoff
 //! replay` runs. It calls exactly the `decide`/`apply` functions the services call.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::{
+    FastMap,
     attribution::{
         self, AttributionState, ConversionKey, ConversionRecord, Fact, Skip, reorder::ReorderBuffer,
     },
@@ -72,8 +73,8 @@ pub struct Engine {
     programs: ProgramHistory,
     buffer: ReorderBuffer,
     attribution: AttributionState,
-    index: HashMap<ConversionKey, ConversionRecord>,
-    books: HashMap<(CampaignId, CreatorId), Book>,
+    index: FastMap<ConversionKey, ConversionRecord>,
+    books: FastMap<(CampaignId, CreatorId), Book>,
     next_expiry: Option<Timestamp>,
     keep_outputs: bool,
     released: Vec<Event>,
@@ -99,8 +100,8 @@ impl Engine {
             programs,
             buffer: ReorderBuffer::new(grace),
             attribution: AttributionState::default(),
-            index: HashMap::new(),
-            books: HashMap::new(),
+            index: FastMap::default(),
+            books: FastMap::default(),
             next_expiry: None,
             keep_outputs: true,
             released: Vec::new(),

@@ -164,6 +164,9 @@ impl fmt::Display for PromoCode {
     }
 }
 
+/// Causes up to this many bytes (with length prefixes) are hashed from a stack buffer.
+const DERIVE_BUFFER: usize = 512;
+
 /// A derived id: 128 bits of xxh3 over the length-prefixed parts of its cause, shown as
 /// a kind prefix and 32 hex digits (`acc_1f...`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -175,27 +178,62 @@ pub struct DerivedId {
 impl DerivedId {
     /// Hashes `parts` (each length-prefixed, so `("ab","c")` differs from `("a","bc")`).
     pub fn derive(kind: &'static str, parts: &[&str]) -> Self {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        hasher.update(kind.as_bytes());
-        for part in parts {
-            hasher.update(&(part.len() as u64).to_le_bytes());
-            hasher.update(part.as_bytes());
-        }
-        Self {
-            kind,
-            hash: hasher.digest128(),
-        }
+        // The hash of the concatenation, one-shot from a stack buffer when it fits (the
+        // streaming hasher is large to set up); both give the same digest.
+        let len = kind.len() + parts.iter().map(|p| 8 + p.len()).sum::<usize>();
+        let hash = if len <= DERIVE_BUFFER {
+            let mut buf = [0u8; DERIVE_BUFFER];
+            let mut at = 0;
+            let mut put = |bytes: &[u8]| {
+                buf[at..at + bytes.len()].copy_from_slice(bytes);
+                at += bytes.len();
+            };
+            put(kind.as_bytes());
+            for part in parts {
+                put(&(part.len() as u64).to_le_bytes());
+                put(part.as_bytes());
+            }
+            xxhash_rust::xxh3::xxh3_128(&buf[..len])
+        } else {
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            hasher.update(kind.as_bytes());
+            for part in parts {
+                hasher.update(&(part.len() as u64).to_le_bytes());
+                hasher.update(part.as_bytes());
+            }
+            hasher.digest128()
+        };
+        Self { kind, hash }
     }
 
-    /// The id as text.
+    /// The id as text: kind, `_`, 32 lower-case hex digits.
     pub fn to_text(self) -> String {
-        format!("{}_{:032x}", self.kind, self.hash)
+        let hex = self.hex();
+        let mut text = String::with_capacity(self.kind.len() + 1 + hex.len());
+        text.push_str(self.kind);
+        text.push('_');
+        text.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+        text
+    }
+
+    /// The hash as 32 lower-case hex digits (what `{:032x}` prints, without its
+    /// formatting machinery: ids are printed on the hot path).
+    fn hex(self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, byte) in self.hash.to_be_bytes().into_iter().enumerate() {
+            out[2 * i] = DIGITS[usize::from(byte >> 4)];
+            out[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        out
     }
 }
 
 impl fmt::Display for DerivedId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}_{:032x}", self.kind, self.hash)
+        f.write_str(self.kind)?;
+        f.write_str("_")?;
+        f.write_str(std::str::from_utf8(&self.hex()).unwrap_or_default())
     }
 }
 
@@ -251,11 +289,35 @@ mod tests {
     }
 
     #[test]
+    fn short_and_long_causes_hash_like_the_streaming_hasher() {
+        let streamed = |kind: &str, parts: &[&str]| {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            h.update(kind.as_bytes());
+            for p in parts {
+                h.update(&(p.len() as u64).to_le_bytes());
+                h.update(p.as_bytes());
+            }
+            h.digest128()
+        };
+        let long = "y".repeat(600);
+        for parts in [
+            &["ab", "c"][..],
+            &["x"; 3][..],
+            &[long.as_str(), "z"][..],
+            &[][..],
+        ] {
+            assert_eq!(DerivedId::derive("acc", parts).hash, streamed("acc", parts));
+        }
+    }
+
+    #[test]
     fn derived_ids_are_stable_and_prefix_free() {
         let a = DerivedId::derive("acc", &["ab", "c"]);
         assert_eq!(a, DerivedId::derive("acc", &["ab", "c"]));
         assert_ne!(a, DerivedId::derive("acc", &["a", "bc"]));
         let text = a.to_text();
+        assert_eq!(text, format!("acc_{:032x}", a.hash));
+        assert_eq!(text, a.to_string());
         let back: DerivedId = serde_json::from_str(&format!("\"{text}\"")).unwrap();
         assert_eq!(back, a);
     }

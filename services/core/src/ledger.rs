@@ -16,15 +16,13 @@
 //! - A renewal pays under plans with `recurring_periods = N` when it falls 1..=N periods
 //!   after the original order's period.
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    sync::Arc,
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::{
+    FastMap, FastSet,
     credit::{Credit, CreditKind},
     event::Engagement,
     ids::{CampaignId, CreatorId, DerivedId, EventId, LeadId, OrderId, PlanId, PostId, RecordId},
@@ -295,10 +293,11 @@ pub struct PostState {
 /// The state of one (campaign, creator).
 #[derive(Debug, Clone, Default)]
 pub struct Book {
-    processed: HashSet<String>,
+    /// 128-bit xxh3 of the idempotency keys processed (no string copy per input).
+    processed: FastSet<u128>,
     periods: BTreeMap<i64, PeriodBook>,
-    credits: HashMap<DerivedId, CreditRecord>,
-    posts: HashMap<PostId, PostState>,
+    credits: FastMap<DerivedId, CreditRecord>,
+    posts: FastMap<PostId, PostState>,
 }
 
 impl Book {
@@ -405,6 +404,8 @@ pub enum LedgerSkip {
 
 struct Ctx<'a> {
     campaign: &'a Campaign,
+    /// The input's idempotency key: for a credit, its id as text, the cause of its entries.
+    cause: &'a str,
     creator: &'a CreatorId,
     currency: Currency,
     facts: Vec<LedgerFact>,
@@ -491,22 +492,34 @@ pub fn decide(
     input: &LedgerInput,
 ) -> Result<Vec<LedgerFact>, LedgerSkip> {
     let key = input.idempotency_key();
-    if book.processed.contains(&key) {
+    if book.processed.contains(&processed_key(&key)) {
         return Ok(Vec::new());
     }
     let at = input.at();
     let (campaign_id, creator) = input.key();
-    // Corrections are priced by the program that priced the original.
-    let program = programs.at(at).ok_or(LedgerSkip::NoProgram(at))?;
+    // Corrections are priced by the program that priced the original (the version their
+    // credit carries), even when a later version no longer has the campaign.
+    let program = match input {
+        LedgerInput::Credit(Credit {
+            kind: CreditKind::Reversal { .. } | CreditKind::LeadStatus { .. },
+            config_version,
+            ..
+        }) => programs
+            .version(*config_version)
+            .or_else(|| programs.at(at)),
+        _ => programs.at(at),
+    }
+    .ok_or(LedgerSkip::NoProgram(at))?;
     let campaign = program
         .campaigns
         .get(campaign_id)
         .ok_or_else(|| LedgerSkip::UnknownCampaign(campaign_id.clone()))?;
     let mut ctx = Ctx {
         campaign,
+        cause: &key,
         creator,
         currency: campaign.currency,
-        facts: vec![LedgerFact::Processed { key }],
+        facts: Vec::with_capacity(6),
         kpi: KpiTotals::default(),
         usage: BTreeMap::new(),
     };
@@ -564,6 +577,7 @@ pub fn decide(
         }
     }
     let Ctx { mut facts, kpi, .. } = ctx;
+    facts.insert(0, LedgerFact::Processed { key });
     if kpi != KpiTotals::default() {
         facts.push(LedgerFact::Kpi(KpiDelta {
             at,
@@ -590,13 +604,8 @@ fn base_fee(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period) {
     if book.periods.get(&period.index).is_some_and(|p| p.base_fee) {
         return;
     }
-    let plans: Vec<&Plan> = ctx
-        .campaign
-        .plans
-        .iter()
-        .filter(|p| matches!(p.kind, PlanKind::BaseFee { .. }))
-        .collect();
-    for plan in plans {
+    let campaign = ctx.campaign;
+    for plan in &campaign.plans {
         let PlanKind::BaseFee { amount } = plan.kind else {
             continue;
         };
@@ -616,7 +625,7 @@ fn base_fee(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period) {
             amount,
             credit.occurred_at,
             plan.hold,
-            credit.id.to_text().as_str(),
+            ctx.cause,
             Some(credit.id),
             None,
             Some(&plan.id),
@@ -642,7 +651,7 @@ fn decide_credit(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period
         return;
     }
     let at = credit.occurred_at;
-    let cause = credit.id.to_text();
+    let cause = ctx.cause;
     match &credit.kind {
         CreditKind::Click { .. } => {
             ctx.kpi.clicks += 1;
@@ -655,14 +664,14 @@ fn decide_credit(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period
                 if paid.is_zero() {
                     continue;
                 }
-                let id = DerivedId::derive("acc", &[&cause, plan.id.as_str()]);
+                let id = DerivedId::derive("acc", &[cause, plan.id.as_str()]);
                 ctx.entry(
                     id,
                     EntryKind::Accrual,
                     paid,
                     at,
                     plan.hold,
-                    &cause,
+                    cause,
                     Some(credit.id),
                     None,
                     Some(&plan.id),
@@ -716,14 +725,14 @@ fn decide_credit(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period
                 if paid.is_zero() {
                     continue;
                 }
-                let id = DerivedId::derive("acc", &[&cause, plan.id.as_str()]);
+                let id = DerivedId::derive("acc", &[cause, plan.id.as_str()]);
                 ctx.entry(
                     id,
                     EntryKind::Accrual,
                     paid,
                     at,
                     plan.hold,
-                    &cause,
+                    cause,
                     Some(credit.id),
                     None,
                     Some(&plan.id),
@@ -816,7 +825,7 @@ fn decide_credit(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period
                         paid,
                         at,
                         plan.hold,
-                        &cause,
+                        cause,
                         Some(*original),
                         None,
                         Some(plan_id),
@@ -873,7 +882,7 @@ fn decide_order(
     renewal: Option<&crate::credit::Renewal>,
 ) {
     let at = credit.occurred_at;
-    let cause = credit.id.to_text();
+    let cause = ctx.cause;
     let share = shares[index].share;
     let weights: Vec<Decimal> = shares.iter().map(|s| s.share).collect();
     let same_currency = net.currency == ctx.currency;
@@ -895,8 +904,9 @@ fn decide_order(
     base_fee(book, ctx, credit, period);
 
     let mut accruals = Vec::new();
-    let plans = ctx.campaign.plans.clone();
-    for plan in &plans {
+    let campaign = ctx.campaign;
+    let plans = &campaign.plans;
+    for plan in plans {
         if !plan_applies(plan, new_customer, renewal_periods) {
             continue;
         }
@@ -936,7 +946,7 @@ fn decide_order(
         if paid.is_zero() {
             continue;
         }
-        let id = DerivedId::derive("acc", &[&cause, plan.id.as_str()]);
+        let id = DerivedId::derive("acc", &[cause, plan.id.as_str()]);
         let note = if share == Decimal::ONE {
             note
         } else {
@@ -948,7 +958,7 @@ fn decide_order(
             paid,
             at,
             plan.hold,
-            &cause,
+            cause,
             Some(credit.id),
             None,
             Some(&plan.id),
@@ -974,7 +984,7 @@ fn decide_order(
         orders: 1,
         revenue,
     });
-    for plan in &plans {
+    for plan in plans {
         let PlanKind::Milestone { milestones } = &plan.kind else {
             continue;
         };
@@ -1004,7 +1014,7 @@ fn decide_order(
                 m.bonus,
                 at,
                 plan.hold,
-                &cause,
+                cause,
                 Some(credit.id),
                 None,
                 Some(&plan.id),
@@ -1063,7 +1073,7 @@ fn decide_reversal(
         return;
     }
     let at = credit.occurred_at;
-    let cause = credit.id.to_text();
+    let cause = ctx.cause;
     let order = record.order.as_ref().or(order);
     for accrual in &record.accruals {
         let target = if cumulative >= Decimal::ONE {
@@ -1083,7 +1093,7 @@ fn decide_reversal(
             -delta,
             at,
             Duration(0),
-            &cause,
+            cause,
             Some(*original),
             Some(accrual.entry),
             Some(&accrual.plan),
@@ -1143,7 +1153,7 @@ fn decide_reversal(
             -state.amount,
             at,
             Duration(0),
-            &cause,
+            cause,
             None,
             Some(state.entry),
             Some(plan),
@@ -1185,8 +1195,9 @@ fn decide_engagement(
         seen,
         paid: old.paid.clone(),
     };
-    let plans = ctx.campaign.plans.clone();
-    for plan in &plans {
+    let campaign = ctx.campaign;
+    let plans = &campaign.plans;
+    for plan in plans {
         let PlanKind::Engagement {
             per_view,
             per_like,
@@ -1243,11 +1254,17 @@ fn decide_engagement(
     }
 }
 
+/// What [`Book`] remembers of an idempotency key: its 128-bit xxh3, as unique as the
+/// derived ids the keys are made of.
+fn processed_key(key: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+}
+
 /// Folds one fact into the book.
 pub fn apply(book: &mut Book, fact: &LedgerFact) {
     match fact {
         LedgerFact::Processed { key } => {
-            book.processed.insert(key.clone());
+            book.processed.insert(processed_key(key));
         }
         LedgerFact::Entry(e) => {
             let Some(plan) = &e.plan else { return };

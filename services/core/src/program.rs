@@ -481,6 +481,11 @@ impl ProgramHistory {
         idx.checked_sub(1).map(|i| &self.versions[i])
     }
 
+    /// The version numbered `version`, if known.
+    pub fn version(&self, version: u64) -> Option<&Arc<Program>> {
+        self.versions.iter().rev().find(|p| p.version == version)
+    }
+
     /// The longest lookback of any campaign in any version, plus the largest grace: how
     /// long attribution state must be kept.
     pub fn retention(&self) -> Duration {

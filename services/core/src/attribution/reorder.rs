@@ -23,7 +23,8 @@ pub struct ReorderBuffer {
     grace: Duration,
     max_seen: Option<Timestamp>,
     arrivals: u64,
-    held: BTreeMap<Key, Event>,
+    /// Boxed: events are large, and a B-tree node shifts its values on every insert.
+    held: BTreeMap<Key, Box<Event>>,
 }
 
 impl ReorderBuffer {
@@ -60,7 +61,7 @@ impl ReorderBuffer {
         self.arrivals += 1;
         self.held.insert(
             (at, event.payload.rank(), event.id.clone(), self.arrivals),
-            event,
+            Box::new(event),
         );
         if self.max_seen.is_none_or(|m| at > m) {
             self.max_seen = Some(at);
@@ -79,7 +80,7 @@ impl ReorderBuffer {
 
     /// Releases everything held (end of input).
     pub fn flush(&mut self, out: &mut Vec<Event>) {
-        out.extend(std::mem::take(&mut self.held).into_values());
+        out.extend(std::mem::take(&mut self.held).into_values().map(|e| *e));
     }
 
     fn release_until(&mut self, watermark: Option<Timestamp>, out: &mut Vec<Event>) {
@@ -88,12 +89,12 @@ impl ReorderBuffer {
             if entry.key().0 > w {
                 break;
             }
-            out.push(entry.remove());
+            out.push(*entry.remove());
         }
     }
 
     /// Events held, in release order (for persisting the buffer).
     pub fn held(&self) -> impl Iterator<Item = &Event> {
-        self.held.values()
+        self.held.values().map(|e| &**e)
     }
 }

@@ -1,0 +1,51 @@
+//! Engine throughput on a click-heavy mix: events per second on one core.
+//!
+//! Run: `cargo bench -p payoff-benches -- --warm-up-time 2 --measurement-time 10`
+
+#![allow(missing_docs)]
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use payoff_benches::{MixConfig, events, program};
+use payoff_core::engine::Engine;
+
+fn engine(c: &mut Criterion) {
+    let config = MixConfig::default();
+    let history = program(&config);
+    // Built and validated once, outside the measured loop.
+    let events = events(&config);
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.sample_size(10);
+    group.bench_function("click_heavy_100k/without_outputs", |b| {
+        b.iter_batched(
+            || events.clone(),
+            |events| {
+                let mut engine = Engine::new(history.clone()).without_outputs();
+                for e in events {
+                    engine.push(e);
+                }
+                engine.finish();
+                engine.counts.events
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    group.bench_function("click_heavy_100k/with_outputs", |b| {
+        b.iter_batched(
+            || events.clone(),
+            |events| {
+                let mut engine = Engine::new(history.clone());
+                for e in events {
+                    engine.push(e);
+                }
+                engine.finish();
+                engine.entries.len()
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, engine);
+criterion_main!(benches);

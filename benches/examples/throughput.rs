@@ -1,0 +1,50 @@
+//! Engine throughput in events per second of wall time and of on-CPU time (from
+//! `/proc/self/schedstat`, so a busy machine does not hide the engine's own cost).
+//!
+//! Run: `cargo run --release -p payoff-benches --example throughput [batches]`
+
+use std::time::Instant;
+
+use payoff_benches::{MixConfig, events, program};
+use payoff_core::engine::Engine;
+
+/// Nanoseconds this thread has spent on a CPU, where Linux tells.
+fn on_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+fn main() {
+    let batches: u32 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5);
+    let config = MixConfig::default();
+    let history = program(&config);
+    let events = events(&config);
+    for keep_outputs in [false, true] {
+        let mut wall = 0.0;
+        let mut cpu = 0u64;
+        for _ in 0..batches {
+            let batch = events.clone();
+            let (t0, c0) = (Instant::now(), on_cpu_ns());
+            let mut engine = Engine::new(history.clone());
+            if !keep_outputs {
+                engine = engine.without_outputs();
+            }
+            for e in batch {
+                engine.push(e);
+            }
+            engine.finish();
+            drop(engine);
+            wall += t0.elapsed().as_secs_f64();
+            cpu += on_cpu_ns().zip(c0).map_or(0, |(c1, c0)| c1 - c0);
+        }
+        let n = f64::from(batches) * events.len() as f64;
+        println!(
+            "outputs={keep_outputs}: {:.0} events/s wall, {:.0} events/s on-CPU",
+            n / wall,
+            n / (cpu as f64 / 1e9)
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! Kafka clients with payoff's delivery guarantees built in.
+//!
+//! - Producers are idempotent and transactional (`enable.idempotence=true`, `acks=all`,
+//!   a stable `transactional.id`), so a record and the consumer offsets that led to it
+//!   become visible together or not at all (consume → produce with
+//!   `send_offsets_to_transaction`).
+//! - Consumers read with `isolation.level=read_committed` and never commit or store
+//!   offsets on their own (`enable.auto.commit=false`, `enable.auto.offset.store=false`):
+//!   offsets move only inside a producer transaction or when the caller says so.
+//! - [`ensure_topics`] creates topics idempotently; payoff, not the deployment scripts,
+//!   owns its topics.
+//!
+//! The transactional calls of `rdkafka` (`init_transactions`, `commit_transaction`, …)
+//! block the calling thread up to their timeout; call them from a blocking context (e.g.
+//! `tokio::task::spawn_blocking`) or from a multi-threaded runtime that can afford it.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{BaseProducer, FutureProducer, Producer};
+
+use crate::error::{AdapterError, Result};
+
+/// How long a transaction may stay open before the broker aborts it; also the upper bound
+/// for the delivery of one record (`message.timeout.ms` must not exceed it).
+pub const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where a consumer group without a committed offset starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The oldest retained record: what an event-sourced reader normally wants.
+    Earliest,
+    /// Only records produced after the group first joins.
+    Latest,
+}
+
+impl StartFrom {
+    fn as_config(self) -> &'static str {
+        match self {
+            Self::Earliest => "earliest",
+            Self::Latest => "latest",
+        }
+    }
+}
+
+/// A topic payoff needs, for [`ensure_topics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// The topic's name.
+    pub name: String,
+    /// Number of partitions; fixed once created, and co-partitioned topics must agree.
+    pub partitions: i32,
+    /// Replication factor (1 on a single-node development broker, 3 in production).
+    pub replication: i32,
+    /// Topic-level configuration, e.g. `("cleanup.policy", "compact")`.
+    pub configs: Vec<(String, String)>,
+}
+
+impl TopicSpec {
+    /// A topic with default (broker-side) configuration.
+    pub fn new(name: impl Into<String>, partitions: i32, replication: i32) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+            replication,
+            configs: Vec::new(),
+        }
+    }
+
+    /// Adds one topic-level configuration entry.
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.configs.push((key.into(), value.into()));
+        self
+    }
+
+    /// Makes the topic log-compacted (`cleanup.policy=compact`): the latest record per key
+    /// is kept forever, as for versioned program configuration.
+    pub fn compacted(self) -> Self {
+        self.config("cleanup.policy", "compact")
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.name.is_empty() {
+            return Err(AdapterError::Config("topic name is empty".into()));
+        }
+        if self.partitions < 1 || self.replication < 1 {
+            return Err(AdapterError::Config(format!(
+                "topic {} needs at least 1 partition and replication 1, got {} and {}",
+                self.name, self.partitions, self.replication
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The settings every payoff Kafka client shares: the bootstrap brokers and a client id
+/// that shows up in broker logs and metrics.
+pub fn base_config(brokers: &str, client_id: &str) -> Result<ClientConfig> {
+    if brokers.trim().is_empty() {
+        return Err(AdapterError::Config("kafka broker list is empty".into()));
+    }
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", client_id);
+    Ok(config)
+}
+
+/// Configuration of an idempotent, transactional producer with `acks=all`.
+///
+/// `transactional_id` must be stable across restarts of the same logical producer (e.g.
+/// derived from the service name and the input partition it owns): the broker uses it to
+/// fence a zombie instance and to abort its unfinished transaction.
+pub fn transactional_producer_config(
+    brokers: &str,
+    transactional_id: &str,
+    transaction_timeout: Duration,
+) -> Result<ClientConfig> {
+    if transactional_id.is_empty() {
+        return Err(AdapterError::Config("transactional.id is empty".into()));
+    }
+    let timeout_ms = transaction_timeout.as_millis().to_string();
+    let mut config = base_config(brokers, transactional_id)?;
+    config
+        .set("transactional.id", transactional_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("transaction.timeout.ms", &timeout_ms)
+        .set("message.timeout.ms", &timeout_ms);
+    Ok(config)
+}
+
+/// Creates a transactional [`FutureProducer`] and registers its `transactional.id` with
+/// the broker (`init_transactions`), fencing older instances with the same id.
+///
+/// Blocks up to `init_timeout`.
+pub fn transactional_future_producer(
+    brokers: &str,
+    transactional_id: &str,
+    init_timeout: Duration,
+) -> Result<FutureProducer> {
+    let producer: FutureProducer =
+        transactional_producer_config(brokers, transactional_id, DEFAULT_TRANSACTION_TIMEOUT)?
+            .create()
+            .map_err(|e| AdapterError::kafka("create producer", e))?;
+    producer
+        .init_transactions(init_timeout)
+        .map_err(|e| AdapterError::kafka("init transactions", e))?;
+    Ok(producer)
+}
+
+/// Creates a transactional [`BaseProducer`] (polled by the caller, no futures) and
+/// registers its `transactional.id` with the broker. Blocks up to `init_timeout`.
+pub fn transactional_base_producer(
+    brokers: &str,
+    transactional_id: &str,
+    init_timeout: Duration,
+) -> Result<BaseProducer> {
+    let producer: BaseProducer =
+        transactional_producer_config(brokers, transactional_id, DEFAULT_TRANSACTION_TIMEOUT)?
+            .create()
+            .map_err(|e| AdapterError::kafka("create producer", e))?;
+    producer
+        .init_transactions(init_timeout)
+        .map_err(|e| AdapterError::kafka("init transactions", e))?;
+    Ok(producer)
+}
+
+/// Configuration of a consumer that sees only committed records and never moves its
+/// offsets by itself.
+pub fn read_committed_consumer_config(
+    brokers: &str,
+    group_id: &str,
+    start: StartFrom,
+) -> Result<ClientConfig> {
+    if group_id.is_empty() {
+        return Err(AdapterError::Config("consumer group.id is empty".into()));
+    }
+    let mut config = base_config(brokers, group_id)?;
+    config
+        .set("group.id", group_id)
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", start.as_config());
+    Ok(config)
+}
+
+/// Creates a `read_committed` [`StreamConsumer`] in `group_id`; the caller subscribes or
+/// assigns partitions.
+pub fn read_committed_consumer(
+    brokers: &str,
+    group_id: &str,
+    start: StartFrom,
+) -> Result<StreamConsumer> {
+    read_committed_consumer_config(brokers, group_id, start)?
+        .create()
+        .map_err(|e| AdapterError::kafka("create consumer", e))
+}
+
+/// Creates an admin client for topic management.
+pub fn admin_client(brokers: &str) -> Result<AdminClient<DefaultClientContext>> {
+    base_config(brokers, "payoff-admin")?
+        .create()
+        .map_err(|e| AdapterError::kafka("create admin client", e))
+}
+
+/// Creates the given topics, treating "already exists" as success, and waits up to
+/// `timeout` for the controller to confirm.
+///
+/// An existing topic is left as it is: its partition count and configuration are not
+/// compared with `topics`.
+pub async fn ensure_topics(brokers: &str, topics: &[TopicSpec], timeout: Duration) -> Result<()> {
+    for topic in topics {
+        topic.validate()?;
+    }
+    let admin = admin_client(brokers)?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            t.configs.iter().fold(
+                NewTopic::new(
+                    &t.name,
+                    t.partitions,
+                    TopicReplication::Fixed(t.replication),
+                ),
+                |nt, (k, v)| nt.set(k, v),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .map_err(|e| AdapterError::kafka("create topics", e))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(AdapterError::TopicCreation { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_config_is_idempotent_and_transactional() {
+        let config =
+            transactional_producer_config("127.0.0.1:9092", "ingest-0", Duration::from_secs(30))
+                .unwrap();
+        assert_eq!(config.get("transactional.id"), Some("ingest-0"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("transaction.timeout.ms"), Some("30000"));
+        assert_eq!(config.get("message.timeout.ms"), Some("30000"));
+    }
+
+    #[test]
+    fn consumer_config_reads_committed_and_never_auto_commits() {
+        let config =
+            read_committed_consumer_config("127.0.0.1:9092", "ledger", StartFrom::Earliest)
+                .unwrap();
+        assert_eq!(config.get("isolation.level"), Some("read_committed"));
+        assert_eq!(config.get("enable.auto.commit"), Some("false"));
+        assert_eq!(config.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(config.get("auto.offset.reset"), Some("earliest"));
+    }
+
+    #[test]
+    fn empty_settings_are_config_errors() {
+        assert!(matches!(
+            base_config(" ", "x"),
+            Err(AdapterError::Config(_))
+        ));
+        assert!(matches!(
+            transactional_producer_config("b:9092", "", DEFAULT_TRANSACTION_TIMEOUT),
+            Err(AdapterError::Config(_))
+        ));
+        assert!(matches!(
+            read_committed_consumer_config("b:9092", "", StartFrom::Latest),
+            Err(AdapterError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn topic_spec_builds_compacted_topics_and_rejects_nonsense() {
+        let spec = TopicSpec::new("programs", 1, 3).compacted();
+        assert_eq!(
+            spec.configs,
+            vec![("cleanup.policy".to_owned(), "compact".to_owned())]
+        );
+        assert!(spec.validate().is_ok());
+        assert!(TopicSpec::new("clicks", 0, 1).validate().is_err());
+        assert!(TopicSpec::new("", 1, 1).validate().is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! payoff's Kafka topics: names, keys and settings, in one place for every service and
+//! for `payoff migrate`.
+//!
+//! Clicks, signups and orders are keyed by tenant + visitor and share one partition count
+//! and one partitioner (`murmur2_random`, the Java client's), so one visitor's events land
+//! in the same partition number of each topic (co-partitioned, SPEC §2). Adjustments and
+//! lead status are keyed by the order or lead they change; engagement by campaign +
+//! creator; credits by tenant + campaign + creator.
+
+use crate::kafka::TopicSpec;
+
+/// The partitioner every payoff producer uses (the Java client's default, so other
+/// Kafka clients agree on where a key goes).
+pub const PARTITIONER: &str = "murmur2_random";
+
+/// Separates the parts of a record key. Ids may not contain control characters (§4), so
+/// a key never collides with another.
+pub const KEY_SEPARATOR: char = '\u{1f}';
+
+/// Builds a record key from its parts.
+pub fn key(parts: &[&str]) -> String {
+    let mut key = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(KEY_SEPARATOR);
+        }
+        key.push_str(part);
+    }
+    key
+}
+
+/// The topic names, with a common prefix (`payoff.` by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// Clicks, keyed by tenant + visitor.
+    pub clicks: String,
+    /// Signups, keyed by tenant + visitor.
+    pub signups: String,
+    /// Orders, keyed by tenant + visitor.
+    pub orders: String,
+    /// Adjustments, keyed by tenant + order.
+    pub adjustments: String,
+    /// Lead status, keyed by tenant + lead.
+    pub lead_status: String,
+    /// Engagement, keyed by tenant + campaign + creator.
+    pub engagement: String,
+    /// Credits, keyed by tenant + campaign + creator.
+    pub credits: String,
+    /// Program versions (compacted), keyed by tenant + version.
+    pub programs: String,
+    /// Records that could not be decoded or used, with reason headers.
+    pub dead_letter: String,
+}
+
+impl Topics {
+    /// The topic names under `prefix`.
+    pub fn with_prefix(prefix: &str) -> Self {
+        let name = |n: &str| format!("{prefix}{n}");
+        Self {
+            clicks: name("clicks"),
+            signups: name("signups"),
+            orders: name("orders"),
+            adjustments: name("adjustments"),
+            lead_status: name("lead-status"),
+            engagement: name("engagement"),
+            credits: name("credits"),
+            programs: name("programs"),
+            dead_letter: name("dead-letter"),
+        }
+    }
+
+    /// Every topic with its settings, for `payoff migrate`: event and credit topics share
+    /// `partitions`; `programs` is compacted.
+    pub fn specs(&self, partitions: i32, replication: i32) -> Vec<TopicSpec> {
+        let min_isr = replication.clamp(1, 2).to_string();
+        let event = |name: &str| {
+            TopicSpec::new(name, partitions, replication)
+                .config("min.insync.replicas", min_isr.clone())
+        };
+        vec![
+            event(&self.clicks),
+            event(&self.signups),
+            event(&self.orders),
+            event(&self.adjustments),
+            event(&self.lead_status),
+            event(&self.engagement),
+            event(&self.credits),
+            event(&self.dead_letter),
+            TopicSpec::new(&self.programs, 1, replication)
+                .compacted()
+                .config("min.insync.replicas", min_isr),
+        ]
+    }
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self::with_prefix("payoff.")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_collide() {
+        assert_ne!(key(&["a:b", "c"]), key(&["a", "b:c"]));
+        assert_eq!(key(&["acme", "v1"]), "acme\u{1f}v1");
+    }
+
+    #[test]
+    fn co_partitioned_topics_share_the_partition_count() {
+        let specs = Topics::default().specs(6, 1);
+        let p = |name: &str| specs.iter().find(|s| s.name == name).unwrap().partitions;
+        assert_eq!(p("payoff.clicks"), p("payoff.orders"));
+        assert_eq!(p("payoff.clicks"), p("payoff.signups"));
+    }
+}
