@@ -189,6 +189,9 @@ impl Bound {
         };
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(payoff_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("payoff.v1.Ingest")
+            .with_service_name("grpc.health.v1.Health")
             .build_v1()
             .map_err(|e| IngestError::Startup(e.to_string()))?;
 
