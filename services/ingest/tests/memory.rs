@@ -598,3 +598,66 @@ async fn rate_limits_answer_resource_exhausted() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn tls_with_a_self_signed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let mut cfg = config(&dir, "", "t.");
+    cfg.tls_cert = Some(cert);
+    cfg.tls_key = Some(key);
+    let shutdown = CancellationToken::new();
+    let bound = payoff_ingest::bind(cfg, shutdown.clone()).await.unwrap();
+    let addr = bound.grpc_addr;
+    let publisher = MemoryPublisher::default();
+    let task = tokio::spawn(bound.serve_with(Arc::new(publisher.clone())));
+
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(cert_pem))
+        .domain_name("localhost");
+    let channel = tonic::transport::Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("TLS handshake");
+    let mut client = v1::ingest_client::IngestClient::new(channel);
+    let answer = client
+        .send(with_key(
+            v1::SendRequest {
+                event: Some(click("tls-1", "v1")),
+            },
+            INGEST_KEY,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.into_inner().result.unwrap().status(),
+        ItemStatus::Accepted
+    );
+
+    // A plaintext client cannot talk to a TLS listener.
+    let plain = v1::ingest_client::IngestClient::connect(format!("http://{addr}")).await;
+    if let Ok(mut plain) = plain {
+        assert!(
+            plain
+                .send(with_key(
+                    v1::SendRequest {
+                        event: Some(click("tls-2", "v1"))
+                    },
+                    INGEST_KEY
+                ))
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(publisher.records().len(), 1);
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
