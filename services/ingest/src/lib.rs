@@ -80,6 +80,8 @@ pub async fn bind(config: Config, shutdown: CancellationToken) -> Result<Bound, 
     if !problems.is_empty() {
         return Err(IngestError::Config(problems));
     }
+    // The recorder must exist before the help texts are registered, or they are lost.
+    payoff_runtime::telemetry::metrics_handle();
     metrics::describe();
     let keys_path = config
         .api_keys

@@ -661,3 +661,115 @@ async fn tls_with_a_self_signed_certificate() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn health_serves_and_metrics_are_exposed() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let bound = payoff_ingest::bind(config(&dir, "", "t."), shutdown.clone())
+        .await
+        .unwrap();
+    let (addr, metrics_addr) = (bound.grpc_addr, bound.metrics_addr);
+    let task = tokio::spawn(bound.serve_with(Arc::new(MemoryPublisher::default())));
+
+    // Health turns SERVING once the publisher is reachable: watch it, with a deadline.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: "payoff.v1.Ingest".into(),
+    };
+    let mut updates = health.watch(request).await.unwrap().into_inner();
+    let serving = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(update) = updates.message().await.unwrap() {
+            if update.status
+                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(serving, Ok(true), "ingest never reported SERVING");
+    // An open watch stream would hold the graceful drain until its timeout.
+    drop(updates);
+    drop(health);
+
+    let mut client = client(addr).await;
+    client
+        .send(with_key(
+            v1::SendRequest {
+                event: Some(click("m1", "v1")),
+            },
+            INGEST_KEY,
+        ))
+        .await
+        .unwrap();
+    let _ = client
+        .send(with_key(
+            v1::SendRequest {
+                event: Some(click("", "v1")),
+            },
+            INGEST_KEY,
+        ))
+        .await;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    for name in [
+        "payoff_ingest_events_total",
+        "payoff_ingest_rejections_total",
+        "payoff_ingest_requests_total",
+        "payoff_ingest_request_duration_seconds",
+        "payoff_ingest_batch_size_events",
+        "payoff_ingest_in_flight_events",
+    ] {
+        assert!(
+            body.contains(&format!("# HELP {name}")),
+            "{name} has no help text:\n{body}"
+        );
+    }
+    assert!(
+        body.contains(r#"payoff_ingest_events_total{type="click",result="accepted"}"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"payoff_ingest_rejections_total{reason="required"}"#),
+        "{body}"
+    );
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[test]
+fn bad_configuration_lists_every_problem_and_exits_64() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_payoff-ingest"))
+        .args(["--tls-cert", "/nonexistent/cert.pem", "--max-batch", "0"])
+        .env_remove("PAYOFF_API_KEYS")
+        .env_remove("PAYOFF_PII_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for problem in [
+        "--tls-cert and --tls-key go together",
+        "--api-keys",
+        "--pii-secret",
+        "--max-batch",
+    ] {
+        assert!(
+            stderr.contains(problem),
+            "missing {problem:?} in:\n{stderr}"
+        );
+    }
+}
