@@ -18,10 +18,12 @@
 //! - [`cql`]: CQL sessions with a durable default consistency, and keyspace creation.
 //! - [`error`]: the crate's one error type.
 //! - [`topology`]: topic names, record keys and topic settings.
+//! - [`schema`]: the CQL schema as versioned migrations.
 
 pub mod cql;
 pub mod error;
 pub mod kafka;
+pub mod schema;
 pub mod topology;
 
 pub use error::{AdapterError, Result};

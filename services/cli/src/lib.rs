@@ -6,13 +6,17 @@
 //!   `payoff-core` the services run, and writes the ledger, balances, tier progress and
 //!   KPIs as JSON in a stable order; `--diff` compares payouts under another program.
 //!
-//! What it must not do: talk to Kafka or the store (replay is offline by design), or hold
-//! rules of its own.
+//! - `migrate`: creates the Kafka topics (checking co-partitioned partition counts) and
+//!   applies the CQL schema migrations; safe to run again.
+//!
+//! What it must not do: hold rules of its own; replay never talks to Kafka or the store.
 //!
 //! # Layout
 //! - `input`: reading program and event files (canonical proto3 JSON), with line-numbered
 //!   errors.
 //! - `replay`: the replay and what-if commands.
+//! - `migrate`: topics and schema.
 
 pub mod input;
+pub mod migrate;
 pub mod replay;

@@ -1,7 +1,7 @@
 //! `payoff`: the command line of payoff. Thin: parses arguments and calls the library.
 
 use clap::{Parser, Subcommand};
-use payoff_cli::replay;
+use payoff_cli::{migrate, replay};
 
 /// payoff: real-time conversion tracking and commission ledger for performance-based
 /// influencer marketing.
@@ -21,12 +21,20 @@ enum Command {
     /// Example: payoff replay --program deploy/examples/program.json --events
     /// deploy/examples/events.jsonl
     Replay(replay::ReplayArgs),
+    /// Create payoff's Kafka topics and apply the CQL schema migrations (safe to run
+    /// again; checks that co-partitioned topics agree on their partition count).
+    ///
+    /// Example: payoff migrate --kafka-brokers 127.0.0.1:9092 --scylla-nodes 127.0.0.1:9042
+    Migrate(migrate::MigrateArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Replay(args) => replay::run(args),
+        Command::Migrate(args) => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(migrate::run(args))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
