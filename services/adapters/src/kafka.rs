@@ -249,6 +249,31 @@ pub async fn ensure_topics(brokers: &str, topics: &[TopicSpec], timeout: Duratio
     Ok(())
 }
 
+/// The partition count of each named topic (`None` when it does not exist), from the
+/// cluster's metadata. Blocks up to `timeout` per topic: call it from a blocking context.
+pub fn partition_counts(
+    brokers: &str,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<Vec<(String, Option<i32>)>> {
+    let admin = admin_client(brokers)?;
+    let mut out = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| AdapterError::kafka("fetch metadata", e))?;
+        let count = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == *topic && t.error().is_none())
+            .map(|t| i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
+            .filter(|n| *n > 0);
+        out.push(((*topic).to_owned(), count));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,29 +328,4 @@ mod tests {
         assert!(TopicSpec::new("clicks", 0, 1).validate().is_err());
         assert!(TopicSpec::new("", 1, 1).validate().is_err());
     }
-}
-
-/// The partition count of each named topic (`None` when it does not exist), from the
-/// cluster's metadata. Blocks up to `timeout` per topic: call it from a blocking context.
-pub fn partition_counts(
-    brokers: &str,
-    topics: &[&str],
-    timeout: Duration,
-) -> Result<Vec<(String, Option<i32>)>> {
-    let admin = admin_client(brokers)?;
-    let mut out = Vec::with_capacity(topics.len());
-    for topic in topics {
-        let metadata = admin
-            .inner()
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| AdapterError::kafka("fetch metadata", e))?;
-        let count = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == *topic && t.error().is_none())
-            .map(|t| i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
-            .filter(|n| *n > 0);
-        out.push(((*topic).to_owned(), count));
-    }
-    Ok(out)
 }
