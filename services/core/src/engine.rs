@@ -19,7 +19,7 @@ use crate::{
     event::{Event, Payload},
     ids::{CampaignId, CreatorId},
     kpi::KpiDelta,
-    ledger::{self, Book, LedgerEntry, LedgerFact, LedgerInput},
+    ledger::{self, Book, LedgerEntry, LedgerFact, LedgerInput, LedgerSkip},
     money::Currency,
     program::ProgramHistory,
     projection::{self, Balance, EntryStatus, KpiReport, TierProgress},
@@ -74,10 +74,14 @@ pub struct Engine {
     buffer: ReorderBuffer,
     attribution: AttributionState,
     index: FastMap<ConversionKey, ConversionRecord>,
-    books: FastMap<(CampaignId, CreatorId), Book>,
+    /// Ledger books by campaign, then creator (looked up without cloning either id).
+    books: FastMap<CampaignId, FastMap<CreatorId, Book>>,
     next_expiry: Option<Timestamp>,
     keep_outputs: bool,
+    /// Buffers reused for every event: released events, attribution and ledger facts.
     released: Vec<Event>,
+    facts: Vec<Fact>,
+    ledger_facts: Vec<LedgerFact>,
     /// Credits emitted, in order.
     pub credits: Vec<Credit>,
     /// Ledger entries, in order.
@@ -105,6 +109,8 @@ impl Engine {
             next_expiry: None,
             keep_outputs: true,
             released: Vec::new(),
+            facts: Vec::new(),
+            ledger_facts: Vec::new(),
             credits: Vec::new(),
             entries: Vec::new(),
             progress: Vec::new(),
@@ -157,7 +163,9 @@ impl Engine {
 
     /// Records a payout or manual adjustment (Admin).
     pub fn ledger_input(&mut self, input: &LedgerInput) {
-        self.ledger(input);
+        self.ledger(input.key(), |book, programs, out| {
+            ledger::decide_into(book, programs, input, out)
+        });
     }
 
     fn process_all(&mut self, released: &mut Vec<Event>) {
@@ -168,7 +176,14 @@ impl Engine {
 
     fn process(&mut self, event: &Event) {
         self.expire(event.occurred_at);
-        let facts = attribution::decide(&self.attribution, &self.index, &self.programs, event);
+        let mut facts = std::mem::take(&mut self.facts);
+        attribution::decide_into(
+            &self.attribution,
+            &self.index,
+            &self.programs,
+            event,
+            &mut facts,
+        );
         for fact in &facts {
             attribution::apply(&mut self.attribution, fact);
             attribution::apply_index(&mut self.index, fact);
@@ -182,20 +197,25 @@ impl Engine {
                 at: event.occurred_at,
                 engagement: engagement.clone(),
             };
-            self.ledger(&input);
+            self.ledger_input(&input);
         }
-        for fact in facts {
+        for fact in &facts {
             if let Fact::Credited(credit) = fact {
-                let input = LedgerInput::Credit(credit);
-                self.ledger(&input);
-                if self.keep_outputs {
-                    let LedgerInput::Credit(credit) = input else {
-                        unreachable!("built above")
-                    };
-                    self.credits.push(credit);
-                }
+                self.ledger(
+                    (&credit.campaign, &credit.creator),
+                    |book, programs, out| ledger::decide_credit_into(book, programs, credit, out),
+                );
             }
         }
+        if self.keep_outputs {
+            self.credits
+                .extend(facts.drain(..).filter_map(|fact| match fact {
+                    Fact::Credited(credit) => Some(credit),
+                    _ => None,
+                }));
+        }
+        facts.clear();
+        self.facts = facts;
     }
 
     fn expire(&mut self, at: Timestamp) {
@@ -242,30 +262,45 @@ impl Engine {
         }
     }
 
-    fn ledger(&mut self, input: &LedgerInput) {
-        let (campaign, creator) = input.key();
-        let book = self
+    /// Decides (with `decide`) and applies one input to the book of (campaign, creator),
+    /// and keeps its outputs.
+    fn ledger(
+        &mut self,
+        (campaign, creator): (&CampaignId, &CreatorId),
+        decide: impl FnOnce(&Book, &ProgramHistory, &mut Vec<LedgerFact>) -> Result<(), LedgerSkip>,
+    ) {
+        if !self.books.contains_key(campaign) {
+            self.books.insert(campaign.clone(), FastMap::default());
+        }
+        let books = self
             .books
-            .entry((campaign.clone(), creator.clone()))
-            .or_default();
-        let facts = match ledger::decide(book, &self.programs, input) {
-            Ok(facts) => facts,
-            Err(skip) => {
-                *self
-                    .counts
-                    .ledger_skipped
-                    .entry(skip.to_string())
-                    .or_default() += 1;
-                return;
-            }
-        };
+            .get_mut(campaign)
+            .unwrap_or_else(|| unreachable!("inserted above"));
+        if !books.contains_key(creator) {
+            books.insert(creator.clone(), Book::default());
+        }
+        let book = books
+            .get_mut(creator)
+            .unwrap_or_else(|| unreachable!("inserted above"));
+        let mut facts = std::mem::take(&mut self.ledger_facts);
+        if let Err(skip) = decide(book, &self.programs, &mut facts) {
+            *self
+                .counts
+                .ledger_skipped
+                .entry(skip.to_string())
+                .or_default() += 1;
+            self.ledger_facts = facts;
+            return;
+        }
         for fact in &facts {
             ledger::apply(book, fact);
         }
         if !self.keep_outputs {
+            facts.clear();
+            self.ledger_facts = facts;
             return;
         }
-        for fact in facts {
+        for fact in facts.drain(..) {
             match fact {
                 LedgerFact::Entry(e) => self.entries.push(e),
                 LedgerFact::Kpi(k) => self.kpis.push(k),
@@ -289,6 +324,7 @@ impl Engine {
                 _ => {}
             }
         }
+        self.ledger_facts = facts;
     }
 
     /// The full report at `as_of` (entries, balances, tier progress, KPIs), in a stable

@@ -166,6 +166,45 @@ impl fmt::Display for PromoCode {
 
 /// Causes up to this many bytes (with length prefixes) are hashed from a stack buffer.
 const DERIVE_BUFFER: usize = 512;
+/// The buffer for the usual short causes.
+const SMALL_DERIVE_BUFFER: usize = 128;
+
+/// The one-shot xxh3 of `kind` and the length-prefixed `parts` (`len` bytes in all, at
+/// most `N`), from a stack buffer.
+fn hash_parts<const N: usize>(kind: &str, parts: &[&str], len: usize) -> u128 {
+    let mut buf = [0u8; N];
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        buf[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(kind.as_bytes());
+    for part in parts {
+        put(&(part.len() as u64).to_le_bytes());
+        put(part.as_bytes());
+    }
+    xxhash_rust::xxh3::xxh3_128(&buf[..len])
+}
+
+/// Longest kind prefix of a derived id.
+pub const MAX_KIND_BYTES: usize = 7;
+/// Longest derived id text: kind, `_`, 32 hex digits.
+const DERIVED_TEXT_BYTES: usize = MAX_KIND_BYTES + 1 + 32;
+
+/// A derived id's text in a stack buffer (see [`DerivedId::text`]).
+#[derive(Clone, Copy)]
+pub struct DerivedText {
+    buf: [u8; DERIVED_TEXT_BYTES],
+    len: usize,
+}
+
+impl DerivedText {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Built from an ASCII kind, `_` and hex digits.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
 
 /// A derived id: 128 bits of xxh3 over the length-prefixed parts of its cause, shown as
 /// a kind prefix and 32 hex digits (`acc_1f...`).
@@ -177,23 +216,22 @@ pub struct DerivedId {
 
 impl DerivedId {
     /// Hashes `parts` (each length-prefixed, so `("ab","c")` differs from `("a","bc")`).
+    ///
+    /// # Panics
+    /// When `kind` is longer than [`MAX_KIND_BYTES`] (kinds are short constants).
     pub fn derive(kind: &'static str, parts: &[&str]) -> Self {
+        assert!(
+            kind.len() <= MAX_KIND_BYTES,
+            "derived id kind {kind:?} too long"
+        );
         // The hash of the concatenation, one-shot from a stack buffer when it fits (the
         // streaming hasher is large to set up); both give the same digest.
         let len = kind.len() + parts.iter().map(|p| 8 + p.len()).sum::<usize>();
-        let hash = if len <= DERIVE_BUFFER {
-            let mut buf = [0u8; DERIVE_BUFFER];
-            let mut at = 0;
-            let mut put = |bytes: &[u8]| {
-                buf[at..at + bytes.len()].copy_from_slice(bytes);
-                at += bytes.len();
-            };
-            put(kind.as_bytes());
-            for part in parts {
-                put(&(part.len() as u64).to_le_bytes());
-                put(part.as_bytes());
-            }
-            xxhash_rust::xxh3::xxh3_128(&buf[..len])
+        let hash = if len <= SMALL_DERIVE_BUFFER {
+            // Most causes are two or three short ids: a small buffer is cheaper to clear.
+            hash_parts::<SMALL_DERIVE_BUFFER>(kind, parts, len)
+        } else if len <= DERIVE_BUFFER {
+            hash_parts::<DERIVE_BUFFER>(kind, parts, len)
         } else {
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             hasher.update(kind.as_bytes());
@@ -208,22 +246,42 @@ impl DerivedId {
 
     /// The id as text: kind, `_`, 32 lower-case hex digits.
     pub fn to_text(self) -> String {
-        let hex = self.hex();
-        let mut text = String::with_capacity(self.kind.len() + 1 + hex.len());
-        text.push_str(self.kind);
-        text.push('_');
-        text.push_str(std::str::from_utf8(&hex).unwrap_or_default());
-        text
+        self.text().as_str().to_owned()
+    }
+
+    /// The id as text, on the stack: what derived ids hash when one cause is another id.
+    pub fn text(self) -> DerivedText {
+        let mut buf = [0u8; DERIVED_TEXT_BYTES];
+        let kind = self.kind.as_bytes();
+        let len = kind.len() + 1 + 32;
+        buf[..kind.len()].copy_from_slice(kind);
+        buf[kind.len()] = b'_';
+        buf[kind.len() + 1..len].copy_from_slice(&self.hex());
+        DerivedText { buf, len }
+    }
+
+    /// The 128-bit hash (an xxh3 of the kind and cause).
+    pub(crate) fn digest(self) -> u128 {
+        self.hash
     }
 
     /// The hash as 32 lower-case hex digits (what `{:032x}` prints, without its
     /// formatting machinery: ids are printed on the hot path).
     fn hex(self) -> [u8; 32] {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        // Each byte's two digits, looked up at once.
+        const PAIRS: [[u8; 2]; 256] = {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            let mut pairs = [[0u8; 2]; 256];
+            let mut i = 0;
+            while i < 256 {
+                pairs[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+                i += 1;
+            }
+            pairs
+        };
         let mut out = [0u8; 32];
-        for (i, byte) in self.hash.to_be_bytes().into_iter().enumerate() {
-            out[2 * i] = DIGITS[usize::from(byte >> 4)];
-            out[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
+        for (pair, byte) in out.chunks_exact_mut(2).zip(self.hash.to_be_bytes()) {
+            pair.copy_from_slice(&PAIRS[usize::from(byte)]);
         }
         out
     }
@@ -231,9 +289,7 @@ impl DerivedId {
 
 impl fmt::Display for DerivedId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.kind)?;
-        f.write_str("_")?;
-        f.write_str(std::str::from_utf8(&self.hex()).unwrap_or_default())
+        f.write_str(self.text().as_str())
     }
 }
 

@@ -16,6 +16,8 @@
 //! - A renewal pays under plans with `recurring_periods = N` when it falls 1..=N periods
 //!   after the original order's period.
 
+mod note;
+
 use std::{collections::BTreeMap, sync::Arc};
 
 use rust_decimal::Decimal;
@@ -31,6 +33,8 @@ use crate::{
     program::{Campaign, Plan, PlanKind, ProgramHistory, TierBasis},
     time::{Duration, Period, Timestamp},
 };
+
+pub use note::{Cause, InputKey, Note};
 
 /// The kinds of ledger entry (§7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -98,7 +102,7 @@ pub struct LedgerEntry {
     /// Pending until this instant, approved after.
     pub hold_until: Timestamp,
     /// The event, credit or record that caused it.
-    pub cause: String,
+    pub cause: Cause,
     /// The credit it belongs to, if any.
     pub credit: Option<DerivedId>,
     /// The entry it corrects (reversals).
@@ -112,7 +116,7 @@ pub struct LedgerEntry {
     /// The lead, if any.
     pub lead: Option<LeadId>,
     /// Human note (rates, refund fraction, milestone).
-    pub note: String,
+    pub note: Note,
 }
 
 /// An input of the ledger for one (campaign, creator).
@@ -184,12 +188,13 @@ impl LedgerInput {
         }
     }
 
-    fn idempotency_key(&self) -> String {
+    /// What makes this input unique in its book.
+    pub fn idempotency_key(&self) -> InputKey {
         match self {
-            Self::Credit(c) => c.id.to_text(),
-            Self::Engagement { event, .. } => format!("engagement:{event}"),
-            Self::Payout { id, .. } => format!("payout:{id}"),
-            Self::Manual { id, .. } => format!("manual:{id}"),
+            Self::Credit(c) => InputKey::Credit(c.id),
+            Self::Engagement { event, .. } => InputKey::Engagement(event.clone()),
+            Self::Payout { id, .. } => InputKey::Payout(id.clone()),
+            Self::Manual { id, .. } => InputKey::Manual(id.clone()),
         }
     }
 }
@@ -293,7 +298,7 @@ pub struct PostState {
 /// The state of one (campaign, creator).
 #[derive(Debug, Clone, Default)]
 pub struct Book {
-    /// 128-bit xxh3 of the idempotency keys processed (no string copy per input).
+    /// Digests of the idempotency keys processed ([`InputKey::digest`]).
     processed: FastSet<u128>,
     periods: BTreeMap<i64, PeriodBook>,
     credits: FastMap<DerivedId, CreditRecord>,
@@ -319,7 +324,7 @@ pub enum LedgerFact {
     /// The input was processed (idempotency).
     Processed {
         /// Its idempotency key.
-        key: String,
+        key: InputKey,
     },
     /// A new entry.
     Entry(LedgerEntry),
@@ -404,17 +409,48 @@ pub enum LedgerSkip {
 
 struct Ctx<'a> {
     campaign: &'a Campaign,
-    /// The input's idempotency key: for a credit, its id as text, the cause of its entries.
-    cause: &'a str,
+    /// The cause of the input's entries.
+    cause: Cause,
+    /// For a credit, its id as text: what the ids of its entries are derived from.
+    cause_text: &'a str,
     creator: &'a CreatorId,
     currency: Currency,
-    facts: Vec<LedgerFact>,
+    facts: &'a mut Vec<LedgerFact>,
     kpi: KpiTotals,
     /// Usage added by this decision (decide reads, so it tracks its own additions).
-    usage: BTreeMap<(i64, PlanId), Usage>,
+    usage: Added<'a>,
 }
 
-impl Ctx<'_> {
+/// Plan usage added by one decision, per (period, plan). A decision rarely caps more than
+/// one plan, so the first is kept inline (no allocation for a click).
+#[derive(Default)]
+struct Added<'a> {
+    first: Option<(i64, &'a PlanId, Usage)>,
+    more: Vec<(i64, &'a PlanId, Usage)>,
+}
+
+impl<'a> Added<'a> {
+    /// The usage added for (`period`, `plan`), starting at zero.
+    fn entry(&mut self, period: i64, plan: &'a PlanId) -> &mut Usage {
+        let matches = |e: &(i64, &PlanId, Usage)| e.0 == period && e.1 == plan;
+        if self.first.as_ref().is_none_or(matches) {
+            return &mut self
+                .first
+                .get_or_insert_with(|| (period, plan, Usage::default()))
+                .2;
+        }
+        let at = match self.more.iter().position(matches) {
+            Some(at) => at,
+            None => {
+                self.more.push((period, plan, Usage::default()));
+                self.more.len() - 1
+            }
+        };
+        &mut self.more[at].2
+    }
+}
+
+impl<'a> Ctx<'a> {
     fn money(&self, amount: Decimal) -> Money {
         Money::new(amount, self.currency)
     }
@@ -427,14 +463,13 @@ impl Ctx<'_> {
         amount: Decimal,
         at: Timestamp,
         hold: Duration,
-        cause: &str,
         credit: Option<DerivedId>,
         refers_to: Option<DerivedId>,
         plan: Option<&PlanId>,
         period: Period,
         order: Option<&OrderId>,
         lead: Option<&LeadId>,
-        note: String,
+        note: Note,
     ) {
         if kind != EntryKind::Payout {
             self.kpi.cost += amount;
@@ -447,7 +482,7 @@ impl Ctx<'_> {
             amount: self.money(amount),
             occurred_at: at,
             hold_until: at.plus(hold),
-            cause: cause.to_owned(),
+            cause: self.cause.clone(),
             credit,
             refers_to,
             plan: plan.cloned(),
@@ -459,17 +494,14 @@ impl Ctx<'_> {
     }
 
     /// Applies the plan's caps to `amount` given usage so far, and records the usage.
-    fn capped(&mut self, book: &Book, period: Period, plan: &Plan, amount: Decimal) -> Decimal {
+    fn capped(&mut self, book: &Book, period: Period, plan: &'a Plan, amount: Decimal) -> Decimal {
         let base = book
             .periods
             .get(&period.index)
             .and_then(|p| p.usage.get(&plan.id))
             .cloned()
             .unwrap_or_default();
-        let added = self
-            .usage
-            .entry((period.index, plan.id.clone()))
-            .or_default();
+        let added = self.usage.entry(period.index, &plan.id);
         let used_count = base.count + added.count;
         let used_amount = base.amount + added.amount;
         if plan.cap_count.is_some_and(|cap| used_count >= cap) {
@@ -491,16 +523,68 @@ pub fn decide(
     programs: &ProgramHistory,
     input: &LedgerInput,
 ) -> Result<Vec<LedgerFact>, LedgerSkip> {
-    let key = input.idempotency_key();
-    if book.processed.contains(&processed_key(&key)) {
-        return Ok(Vec::new());
+    let mut facts = Vec::new();
+    decide_into(book, programs, input, &mut facts)?;
+    Ok(facts)
+}
+
+/// [`decide`], appending the facts to `facts` (a buffer the caller reuses, so that the
+/// hot path allocates nothing for them). On a skip, `facts` is left as it was.
+pub fn decide_into(
+    book: &Book,
+    programs: &ProgramHistory,
+    input: &LedgerInput,
+    facts: &mut Vec<LedgerFact>,
+) -> Result<(), LedgerSkip> {
+    match input {
+        LedgerInput::Credit(credit) => decide_with(book, programs, Input::Credit(credit), facts),
+        other => decide_with(book, programs, Input::Other(other), facts),
     }
-    let at = input.at();
-    let (campaign_id, creator) = input.key();
+}
+
+/// [`decide_into`] for a credit the caller keeps ([`LedgerInput::Credit`] without moving
+/// the credit into an input).
+pub fn decide_credit_into(
+    book: &Book,
+    programs: &ProgramHistory,
+    credit: &Credit,
+    facts: &mut Vec<LedgerFact>,
+) -> Result<(), LedgerSkip> {
+    decide_with(book, programs, Input::Credit(credit), facts)
+}
+
+/// A ledger input, borrowed: a credit on its own, or any [`LedgerInput`].
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    Credit(&'a Credit),
+    Other(&'a LedgerInput),
+}
+
+fn decide_with(
+    book: &Book,
+    programs: &ProgramHistory,
+    input: Input<'_>,
+    facts: &mut Vec<LedgerFact>,
+) -> Result<(), LedgerSkip> {
+    let key = match input {
+        Input::Credit(c) => InputKey::Credit(c.id),
+        Input::Other(i) => i.idempotency_key(),
+    };
+    if book.processed.contains(&key.digest()) {
+        return Ok(());
+    }
+    let (at, (campaign_id, creator)) = match input {
+        Input::Credit(c) => (c.occurred_at, (&c.campaign, &c.creator)),
+        Input::Other(i) => (i.at(), i.key()),
+    };
     // Corrections are priced by the program that priced the original (the version their
     // credit carries), even when a later version no longer has the campaign.
-    let program = match input {
-        LedgerInput::Credit(Credit {
+    let credit = match input {
+        Input::Credit(c) | Input::Other(LedgerInput::Credit(c)) => Some(c),
+        Input::Other(_) => None,
+    };
+    let program = match credit {
+        Some(Credit {
             kind: CreditKind::Reversal { .. } | CreditKind::LeadStatus { .. },
             config_version,
             ..
@@ -514,38 +598,55 @@ pub fn decide(
         .campaigns
         .get(campaign_id)
         .ok_or_else(|| LedgerSkip::UnknownCampaign(campaign_id.clone()))?;
+    let (cause, text) = match input {
+        Input::Credit(c) | Input::Other(LedgerInput::Credit(c)) => {
+            (Cause::Credit(c.id), Some(c.id.text()))
+        }
+        Input::Other(LedgerInput::Engagement { event, .. }) => (Cause::Event(event.clone()), None),
+        Input::Other(LedgerInput::Payout { id, .. } | LedgerInput::Manual { id, .. }) => {
+            (Cause::Record(id.clone()), None)
+        }
+    };
+    let start = facts.len();
+    facts.push(LedgerFact::Processed { key });
     let mut ctx = Ctx {
         campaign,
-        cause: &key,
+        cause,
+        cause_text: text.as_ref().map_or("", |t| t.as_str()),
         creator,
         currency: campaign.currency,
-        facts: Vec::with_capacity(6),
+        facts,
         kpi: KpiTotals::default(),
-        usage: BTreeMap::new(),
+        usage: Added::default(),
     };
     let period = Period::containing(campaign.period, at);
     match input {
-        LedgerInput::Credit(credit) => decide_credit(book, &mut ctx, credit, period),
-        LedgerInput::Engagement {
+        Input::Credit(credit) | Input::Other(LedgerInput::Credit(credit)) => {
+            decide_credit(book, &mut ctx, credit, period);
+        }
+        Input::Other(LedgerInput::Engagement {
             event,
             at,
             engagement,
-        } => decide_engagement(book, &mut ctx, event, *at, engagement, period),
-        LedgerInput::Payout {
-            id,
-            amount,
-            at,
-            note,
-            ..
-        }
-        | LedgerInput::Manual {
-            id,
-            amount,
-            at,
-            note,
-            ..
-        } => {
+        }) => decide_engagement(book, &mut ctx, event, *at, engagement, period),
+        Input::Other(
+            input @ (LedgerInput::Payout {
+                id,
+                amount,
+                at,
+                note,
+                ..
+            }
+            | LedgerInput::Manual {
+                id,
+                amount,
+                at,
+                note,
+                ..
+            }),
+        ) => {
             if amount.currency != ctx.currency {
+                ctx.facts.truncate(start);
                 return Err(LedgerSkip::CurrencyMismatch {
                     expected: ctx.currency,
                     found: amount.currency,
@@ -565,19 +666,17 @@ pub fn decide(
                 ctx.currency.round(signed),
                 *at,
                 Duration(0),
-                id.as_str(),
                 None,
                 None,
                 None,
                 period,
                 None,
                 None,
-                note.clone(),
+                Note::Text(note.clone()),
             );
         }
     }
-    let Ctx { mut facts, kpi, .. } = ctx;
-    facts.insert(0, LedgerFact::Processed { key });
+    let Ctx { facts, kpi, .. } = ctx;
     if kpi != KpiTotals::default() {
         facts.push(LedgerFact::Kpi(KpiDelta {
             at,
@@ -586,7 +685,7 @@ pub fn decide(
             totals: kpi,
         }));
     }
-    Ok(facts)
+    Ok(())
 }
 
 fn plan_applies(plan: &Plan, new_customer: bool, renewal_periods: Option<i64>) -> bool {
@@ -618,21 +717,19 @@ fn base_fee(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period) {
                 &period.label(),
             ],
         );
-        let note = format!("base fee for {}", period.label());
         ctx.entry(
             id,
             EntryKind::BaseFee,
             amount,
             credit.occurred_at,
             plan.hold,
-            ctx.cause,
             Some(credit.id),
             None,
             Some(&plan.id),
             period,
             None,
             None,
-            note,
+            Note::BaseFee { period },
         );
     }
 }
@@ -651,7 +748,7 @@ fn decide_credit(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period
         return;
     }
     let at = credit.occurred_at;
-    let cause = ctx.cause;
+    let cause = ctx.cause_text;
     match &credit.kind {
         CreditKind::Click { .. } => {
             ctx.kpi.clicks += 1;
@@ -671,14 +768,13 @@ fn decide_credit(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period
                     paid,
                     at,
                     plan.hold,
-                    cause,
                     Some(credit.id),
                     None,
                     Some(&plan.id),
                     period,
                     None,
                     None,
-                    format!("cpc {amount}"),
+                    Note::Cpc { amount },
                 );
             }
         }
@@ -732,14 +828,13 @@ fn decide_credit(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period
                     paid,
                     at,
                     plan.hold,
-                    cause,
                     Some(credit.id),
                     None,
                     Some(&plan.id),
                     period,
                     None,
                     Some(lead),
-                    format!("cpl {amount} × share {share}"),
+                    Note::Cpl { amount, share },
                 );
                 record.accruals.push(Accrual {
                     entry: id,
@@ -818,21 +913,21 @@ fn decide_credit(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period
                     if paid.is_zero() {
                         continue;
                     }
-                    let id = DerivedId::derive("acc", &[&original.to_text(), plan_id.as_str()]);
+                    let id =
+                        DerivedId::derive("acc", &[original.text().as_str(), plan_id.as_str()]);
                     ctx.entry(
                         id,
                         EntryKind::Accrual,
                         paid,
                         at,
                         plan.hold,
-                        cause,
                         Some(*original),
                         None,
                         Some(plan_id),
                         period,
                         None,
                         Some(lead),
-                        "cpl, lead qualified".to_owned(),
+                        Note::CplQualified,
                     );
                     updated.accruals.push(Accrual {
                         entry: id,
@@ -882,7 +977,7 @@ fn decide_order(
     renewal: Option<&crate::credit::Renewal>,
 ) {
     let at = credit.occurred_at;
-    let cause = ctx.cause;
+    let cause = ctx.cause_text;
     let share = shares[index].share;
     let weights: Vec<Decimal> = shares.iter().map(|s| s.share).collect();
     let same_currency = net.currency == ctx.currency;
@@ -910,8 +1005,15 @@ fn decide_order(
         if !plan_applies(plan, new_customer, renewal_periods) {
             continue;
         }
+        let split_share = (share != Decimal::ONE).then_some(share);
         let (unsplit, note) = match &plan.kind {
-            PlanKind::CpsFlat { amount } => (*amount, format!("flat {amount}")),
+            PlanKind::CpsFlat { amount } => (
+                *amount,
+                Note::Flat {
+                    amount: *amount,
+                    share: split_share,
+                },
+            ),
             PlanKind::CpsPercent {
                 rate,
                 category_rates,
@@ -926,7 +1028,14 @@ fn decide_order(
                                 .unwrap_or(rate)
                     })
                     .sum();
-                (ctx.currency.round(raw), format!("{rate} of {net}"))
+                (
+                    ctx.currency.round(raw),
+                    Note::Percent {
+                        rate: *rate,
+                        net,
+                        share: split_share,
+                    },
+                )
             }
             PlanKind::Tiered { basis, tiers } if same_currency => {
                 let position = match basis {
@@ -936,7 +1045,11 @@ fn decide_order(
                 let rate = tier_rate(tiers, position);
                 (
                     ctx.currency.round(net.amount * rate),
-                    format!("tier rate {rate} at {position}"),
+                    Note::Tier {
+                        rate,
+                        position,
+                        share: split_share,
+                    },
                 )
             }
             _ => continue,
@@ -947,18 +1060,12 @@ fn decide_order(
             continue;
         }
         let id = DerivedId::derive("acc", &[cause, plan.id.as_str()]);
-        let note = if share == Decimal::ONE {
-            note
-        } else {
-            format!("{note} × share {share}")
-        };
         ctx.entry(
             id,
             EntryKind::Accrual,
             paid,
             at,
             plan.hold,
-            cause,
             Some(credit.id),
             None,
             Some(&plan.id),
@@ -1007,21 +1114,22 @@ fn decide_order(
                     &generation.to_string(),
                 ],
             );
-            let note = format!("milestone {} orders in {}", m.threshold, period.label());
             ctx.entry(
                 id,
                 EntryKind::Bonus,
                 m.bonus,
                 at,
                 plan.hold,
-                cause,
                 Some(credit.id),
                 None,
                 Some(&plan.id),
                 period,
                 Some(order),
                 None,
-                note,
+                Note::Milestone {
+                    threshold: m.threshold,
+                    period,
+                },
             );
             let state = MilestoneState {
                 entry: id,
@@ -1063,7 +1171,7 @@ fn decide_reversal(
     credit: &Credit,
     original: &DerivedId,
     order: Option<&OrderId>,
-    kind: &str,
+    kind: &'static str,
     cumulative: Decimal,
 ) {
     let Some(record) = book.credits.get(original) else {
@@ -1073,7 +1181,6 @@ fn decide_reversal(
         return;
     }
     let at = credit.occurred_at;
-    let cause = ctx.cause;
     let order = record.order.as_ref().or(order);
     for accrual in &record.accruals {
         let target = if cumulative >= Decimal::ONE {
@@ -1085,22 +1192,23 @@ fn decide_reversal(
         if delta.is_zero() {
             continue;
         }
-        let id = DerivedId::derive("rvs", &[&accrual.entry.to_text(), credit.cause.as_str()]);
-        let note = format!("{kind}: {cumulative} of the order reversed");
+        let id = DerivedId::derive(
+            "rvs",
+            &[accrual.entry.text().as_str(), credit.cause.as_str()],
+        );
         ctx.entry(
             id,
             EntryKind::Reversal,
             -delta,
             at,
             Duration(0),
-            cause,
             Some(*original),
             Some(accrual.entry),
             Some(&accrual.plan),
             record.period,
             order,
             record.lead.as_ref(),
-            note,
+            Note::Reversal { kind, cumulative },
         );
     }
     let revenue_delta = ctx.currency.round(record.revenue * cumulative)
@@ -1145,22 +1253,22 @@ fn decide_reversal(
         {
             continue;
         }
-        let id = DerivedId::derive("bnr", &[&state.entry.to_text(), credit.cause.as_str()]);
-        let note = format!("milestone {threshold} no longer met before its hold ended");
+        let id = DerivedId::derive("bnr", &[state.entry.text().as_str(), credit.cause.as_str()]);
         ctx.entry(
             id,
             EntryKind::BonusReversal,
             -state.amount,
             at,
             Duration(0),
-            cause,
             None,
             Some(state.entry),
             Some(plan),
             record.period,
             order,
             None,
-            note,
+            Note::MilestoneLost {
+                threshold: *threshold,
+            },
         );
         let new_state = MilestoneState {
             active: false,
@@ -1228,21 +1336,22 @@ fn decide_engagement(
             continue;
         }
         let id = DerivedId::derive("eng", &[event.as_str(), plan.id.as_str()]);
-        let note = format!("post {} at {} views", e.post, seen[0]);
         ctx.entry(
             id,
             EntryKind::Accrual,
             paid,
             at,
             plan.hold,
-            event.as_str(),
             None,
             None,
             Some(&plan.id),
             period,
             None,
             None,
-            note,
+            Note::Post {
+                post: e.post.clone(),
+                views: seen[0],
+            },
         );
         state.paid.insert(plan.id.clone(), paid_before + paid);
     }
@@ -1254,26 +1363,24 @@ fn decide_engagement(
     }
 }
 
-/// What [`Book`] remembers of an idempotency key: its 128-bit xxh3, as unique as the
-/// derived ids the keys are made of.
-fn processed_key(key: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(key.as_bytes())
-}
-
 /// Folds one fact into the book.
 pub fn apply(book: &mut Book, fact: &LedgerFact) {
     match fact {
         LedgerFact::Processed { key } => {
-            book.processed.insert(processed_key(key));
+            book.processed.insert(key.digest());
         }
         LedgerFact::Entry(e) => {
             let Some(plan) = &e.plan else { return };
             let pb = book.periods.entry(e.period.index).or_default();
             match e.kind {
                 EntryKind::Accrual => {
-                    let usage = pb.usage.entry(plan.clone()).or_default();
-                    usage.count += 1;
-                    usage.amount += e.amount.amount;
+                    if !pb.usage.contains_key(plan) {
+                        pb.usage.insert(plan.clone(), Usage::default());
+                    }
+                    if let Some(usage) = pb.usage.get_mut(plan) {
+                        usage.count += 1;
+                        usage.amount += e.amount.amount;
+                    }
                 }
                 EntryKind::BaseFee => pb.base_fee = true,
                 EntryKind::Reversal => {

@@ -139,10 +139,13 @@ impl Period {
     /// The period of `kind` that contains `at`.
     pub fn containing(kind: PeriodKind, at: Timestamp) -> Self {
         let index = match kind {
-            PeriodKind::Month => {
-                let t = at.datetime();
-                i64::from(t.year()) * 12 + i64::from(t.month0())
-            }
+            PeriodKind::Month => match civil_month(at) {
+                Some((year, month0)) => year * 12 + month0,
+                None => {
+                    let t = at.datetime();
+                    i64::from(t.year()) * 12 + i64::from(t.month0())
+                }
+            },
             // 1970-01-01 was a Thursday: shift so that weeks start on Monday.
             PeriodKind::Week => (at.millis().div_euclid(86_400_000) + 3).div_euclid(7),
             PeriodKind::Lifetime => 0,
@@ -166,6 +169,27 @@ impl Period {
             PeriodKind::Lifetime => "lifetime".to_owned(),
         }
     }
+}
+
+/// Instants from year 1 to year 9999, where [`civil_month`] answers.
+const CIVIL_RANGE: std::ops::Range<i64> = -62_135_596_800_000..253_402_300_800_000;
+
+/// The UTC year and zero-based month of `at` in years 1 to 9999, by integer arithmetic
+/// (H. Hinnant's `civil_from_days`): what chrono says, without building a date (every
+/// ledger input needs its period).
+fn civil_month(at: Timestamp) -> Option<(i64, i64)> {
+    if !CIVIL_RANGE.contains(&at.millis()) {
+        return None;
+    }
+    let z = at.millis().div_euclid(86_400_000) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month0 = if mp < 10 { mp + 2 } else { mp - 10 };
+    let year = yoe + era * 400 + i64::from(month0 < 2);
+    Some((year, month0))
 }
 
 impl Serialize for Period {
@@ -193,6 +217,36 @@ mod tests {
         let mon = Period::containing(PeriodKind::Week, at("2026-11-23T00:00:00Z"));
         assert_eq!(mon.index - sun.index, 1);
         assert_eq!(mon.label(), "2026-W48");
+    }
+
+    #[test]
+    fn months_by_arithmetic_agree_with_chrono() {
+        let check = |at: Timestamp| {
+            let d = at.datetime();
+            assert_eq!(
+                civil_month(at),
+                Some((i64::from(d.year()), i64::from(d.month0()))),
+                "{at}"
+            );
+        };
+        const DAY: i64 = 86_400_000;
+        // every day's first and last millisecond from 1900 to 2200 ...
+        let mut t = -2_208_988_800_000;
+        while t < 7_258_118_400_000 {
+            check(Timestamp(t));
+            check(Timestamp(t + DAY - 1));
+            t += DAY;
+        }
+        // ... and about every 7.7 days over the whole range
+        let mut t = CIVIL_RANGE.start;
+        while t < CIVIL_RANGE.end {
+            check(Timestamp(t));
+            t += 666_666_667;
+        }
+        check(Timestamp(CIVIL_RANGE.end - 1));
+        assert_eq!(civil_month(Timestamp(i64::MAX)), None);
+        let far = Period::containing(PeriodKind::Month, Timestamp(i64::MIN));
+        assert_eq!(far.index, 1970 * 12);
     }
 
     #[test]

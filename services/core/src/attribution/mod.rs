@@ -36,7 +36,7 @@ use crate::{
         CampaignId, CreatorId, CustomerId, DerivedId, EventId, LeadId, LinkCode, OrderId, VisitorId,
     },
     money::{Money, allocate},
-    program::{CPC_UNIQUE_WINDOW, Program, ProgramHistory, Target},
+    program::{CPC_UNIQUE_WINDOW, Program, ProgramHistory},
     time::Timestamp,
 };
 
@@ -101,11 +101,47 @@ pub enum ConversionKey {
 }
 
 /// Per-partition attribution state (everything but the conversion index).
+///
+/// Its maps are keyed by the [`digest`] of an id rather than the id itself: a lookup then
+/// compares 16 inline bytes instead of chasing each candidate key's heap text, and a
+/// remembered id costs no allocation (the ledger remembers its inputs the same way).
 #[derive(Debug, Clone, Default)]
 pub struct AttributionState {
-    seen: FastMap<EventId, Timestamp>,
-    visitors: FastMap<VisitorId, VisitorState>,
-    ip_minutes: FastMap<Arc<str>, (i64, u32)>,
+    seen: FastMap<Digest, Timestamp>,
+    visitors: FastMap<Digest, VisitorState>,
+    ip_minutes: FastMap<Digest, (i64, u32)>,
+    /// Lower bounds of what [`AttributionState::expire`] looks at in each map, so that a
+    /// sweep that would find nothing to forget does not walk every visitor.
+    oldest: Oldest,
+}
+
+/// 128 bits that stand for an id in [`AttributionState`]'s maps.
+type Digest = u128;
+
+/// The 128-bit xxh3 of an id: as unique as the derived ids, which are the same hash.
+fn digest(id: &str) -> Digest {
+    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
+/// Lower bounds (never above the true minimum) of the instants at which entries expire.
+#[derive(Debug, Clone, Copy)]
+struct Oldest {
+    /// Of `seen`: the earliest event time.
+    seen: Timestamp,
+    /// Of `visitors`: the earliest touch, or paid click plus [`CPC_UNIQUE_WINDOW`].
+    visitor: Timestamp,
+    /// Of `ip_minutes`: the earliest minute.
+    ip_minute: i64,
+}
+
+impl Default for Oldest {
+    fn default() -> Self {
+        Self {
+            seen: Timestamp(i64::MAX),
+            visitor: Timestamp(i64::MAX),
+            ip_minute: i64::MAX,
+        }
+    }
 }
 
 /// Why an event produced no credit at all (reported, never silent).
@@ -259,24 +295,55 @@ impl AttributionState {
 
     /// A visitor's state, if remembered.
     pub fn visitor(&self, visitor: &VisitorId) -> Option<&VisitorState> {
-        self.visitors.get(visitor)
+        self.visitors.get(&digest(visitor.as_str()))
     }
 
     /// Forgets what is older than `before`: event ids, touches, paid-click windows, IP
     /// counters. Called as event time advances; `before` is the watermark less the
     /// retention ([`ProgramHistory::retention`]), so nothing still needed is dropped.
     pub fn expire(&mut self, before: Timestamp) {
-        self.seen.retain(|_, at| *at >= before);
+        let oldest = &mut self.oldest;
+        if oldest.seen < before {
+            oldest.seen = Timestamp(i64::MAX);
+            self.seen.retain(|_, at| {
+                let keep = *at >= before;
+                if keep {
+                    oldest.seen = oldest.seen.min(*at);
+                }
+                keep
+            });
+        }
         let minute = before.millis().div_euclid(60_000);
-        self.ip_minutes.retain(|_, (m, _)| *m >= minute);
-        self.visitors.retain(|_, v| {
-            while v.touches.front().is_some_and(|t| t.at < before) {
-                v.touches.pop_front();
-            }
-            v.paid_clicks
-                .retain(|p| p.3.plus(CPC_UNIQUE_WINDOW) >= before);
-            !v.touches.is_empty() || !v.paid_clicks.is_empty() || v.has_ordered
-        });
+        if oldest.ip_minute < minute {
+            oldest.ip_minute = i64::MAX;
+            self.ip_minutes.retain(|_, (m, _)| {
+                let keep = *m >= minute;
+                if keep {
+                    oldest.ip_minute = oldest.ip_minute.min(*m);
+                }
+                keep
+            });
+        }
+        if oldest.visitor < before {
+            oldest.visitor = Timestamp(i64::MAX);
+            self.visitors.retain(|_, v| {
+                while v.touches.front().is_some_and(|t| t.at < before) {
+                    v.touches.pop_front();
+                }
+                v.paid_clicks
+                    .retain(|p| p.3.plus(CPC_UNIQUE_WINDOW) >= before);
+                let earliest = v
+                    .touches
+                    .iter()
+                    .map(|t| t.at)
+                    .chain(v.paid_clicks.iter().map(|p| p.3.plus(CPC_UNIQUE_WINDOW)))
+                    .min();
+                if let Some(earliest) = earliest {
+                    oldest.visitor = oldest.visitor.min(earliest);
+                }
+                !v.touches.is_empty() || !v.paid_clicks.is_empty() || v.has_ordered
+            });
+        }
     }
 }
 
@@ -284,12 +351,14 @@ impl AttributionState {
 pub fn apply(state: &mut AttributionState, fact: &Fact) {
     match fact {
         Fact::Seen { event, at } => {
-            state.seen.insert(event.clone(), *at);
+            state.seen.insert(digest(event.as_str()), *at);
+            state.oldest.seen = state.oldest.seen.min(*at);
         }
         Fact::IpClick { ip_hash, minute } => {
+            state.oldest.ip_minute = state.oldest.ip_minute.min(*minute);
             let entry = state
                 .ip_minutes
-                .entry(ip_hash.clone())
+                .entry(digest(ip_hash))
                 .or_insert((*minute, 0));
             if entry.0 != *minute {
                 *entry = (*minute, 0);
@@ -297,11 +366,16 @@ pub fn apply(state: &mut AttributionState, fact: &Fact) {
             entry.1 += 1;
         }
         Fact::Touched { visitor, touch } => {
-            let v = state.visitors.entry(visitor.clone()).or_default();
-            let at = v
-                .touches
-                .partition_point(|t| (t.at, &t.click) <= (touch.at, &touch.click));
-            v.touches.insert(at, touch.clone());
+            state.oldest.visitor = state.oldest.visitor.min(touch.at);
+            let v = state.visitors.entry(digest(visitor.as_str())).or_default();
+            let not_after = |t: &Touch| (t.at, &t.click) <= (touch.at, &touch.click);
+            // Clicks mostly come in time order: then the new one goes last.
+            if v.touches.back().is_none_or(not_after) {
+                v.touches.push_back(touch.clone());
+            } else {
+                let at = v.touches.partition_point(not_after);
+                v.touches.insert(at, touch.clone());
+            }
             if v.touches.len() > MAX_TOUCHES_PER_VISITOR {
                 v.touches.pop_front();
             }
@@ -313,7 +387,9 @@ pub fn apply(state: &mut AttributionState, fact: &Fact) {
             occurred_at,
             ..
         }) => {
-            let v = state.visitors.entry(visitor.clone()).or_default();
+            let expires = occurred_at.plus(CPC_UNIQUE_WINDOW);
+            state.oldest.visitor = state.oldest.visitor.min(expires);
+            let v = state.visitors.entry(digest(visitor.as_str())).or_default();
             match v
                 .paid_clicks
                 .iter_mut()
@@ -331,7 +407,7 @@ pub fn apply(state: &mut AttributionState, fact: &Fact) {
         Fact::Ordered { visitor } => {
             state
                 .visitors
-                .entry(visitor.clone())
+                .entry(digest(visitor.as_str()))
                 .or_default()
                 .has_ordered = true;
         }
@@ -352,13 +428,32 @@ pub fn decide(
     programs: &ProgramHistory,
     event: &Event,
 ) -> Vec<Fact> {
-    if state.seen.contains_key(&event.id) {
-        return vec![Fact::Duplicate {
-            event: event.id.clone(),
-        }];
-    }
     // Seen, IpClick, Touched, Credited and a little room: no regrowth on the hot path.
     let mut facts = Vec::with_capacity(6);
+    decide_into(state, index, programs, event, &mut facts);
+    facts
+}
+
+/// [`decide`], appending the facts to `facts` (a buffer the caller reuses, so that the
+/// hot path allocates nothing for them).
+pub fn decide_into(
+    state: &AttributionState,
+    index: &impl ConversionIndex,
+    programs: &ProgramHistory,
+    event: &Event,
+    facts: &mut Vec<Fact>,
+) {
+    let start = facts.len();
+    let duplicate = |facts: &mut Vec<Fact>| {
+        facts.truncate(start);
+        facts.push(Fact::Duplicate {
+            event: event.id.clone(),
+        });
+    };
+    if state.seen.contains_key(&digest(event.id.as_str())) {
+        duplicate(facts);
+        return;
+    }
     facts.push(Fact::Seen {
         event: event.id.clone(),
         at: event.occurred_at,
@@ -368,12 +463,12 @@ pub fn decide(
             event: event.id.clone(),
             reason: Skip::NoProgram,
         });
-        return facts;
+        return;
     };
     match &event.payload {
-        Payload::Click(click) => decide_click(state, program, event, click, &mut facts),
-        Payload::Signup(signup) => decide_signup(state, index, program, event, signup, &mut facts),
-        Payload::Order(order) => decide_order(state, index, program, event, order, &mut facts),
+        Payload::Click(click) => decide_click(state, program, event, click, facts),
+        Payload::Signup(signup) => decide_signup(state, index, program, event, signup, facts),
+        Payload::Order(order) => decide_order(state, index, program, event, order, facts),
         Payload::Adjustment(adj) => {
             let key = ConversionKey::Order(adj.order.clone());
             let Some(record) = index.get(&key) else {
@@ -381,19 +476,18 @@ pub fn decide(
                     event: event.id.clone(),
                     reason: Skip::UnknownConversion,
                 });
-                return facts;
+                return;
             };
             if record.adjustments.contains(&event.id) {
-                return vec![Fact::Duplicate {
-                    event: event.id.clone(),
-                }];
+                duplicate(facts);
+                return;
             }
             if record.refunded >= Decimal::ONE {
                 facts.push(Fact::Skipped {
                     event: event.id.clone(),
                     reason: Skip::AlreadyReversed,
                 });
-                return facts;
+                return;
             }
             let increment = match (adj.amount, record.gross) {
                 (Some(amount), Some(gross))
@@ -415,7 +509,7 @@ pub fn decide(
             }
             for (original, share) in &record.credits {
                 facts.push(Fact::Credited(Credit {
-                    id: DerivedId::derive("rev", &[&original.to_text(), event.id.as_str()]),
+                    id: DerivedId::derive("rev", &[original.text().as_str(), event.id.as_str()]),
                     campaign: share.campaign.clone(),
                     creator: share.creator.clone(),
                     occurred_at: event.occurred_at,
@@ -443,11 +537,11 @@ pub fn decide(
                     event: event.id.clone(),
                     reason: Skip::UnknownConversion,
                 });
-                return facts;
+                return;
             };
             for (original, share) in &record.credits {
                 facts.push(Fact::Credited(Credit {
-                    id: DerivedId::derive("lst", &[&original.to_text(), event.id.as_str()]),
+                    id: DerivedId::derive("lst", &[original.text().as_str(), event.id.as_str()]),
                     campaign: share.campaign.clone(),
                     creator: share.creator.clone(),
                     occurred_at: event.occurred_at,
@@ -466,20 +560,37 @@ pub fn decide(
         // Engagement goes straight to the ledger; the attributor only dedupes it.
         Payload::Engagement(_) => {}
     }
-    facts
 }
 
-fn resolve_click(program: &Program, click: &Click) -> Result<Target, Skip> {
+/// Where a click sends credit, as the program's own ids (so that later comparisons of
+/// them are pointer comparisons).
+struct Resolved<'a> {
+    creator: &'a CreatorId,
+    campaign: &'a CampaignId,
+    link: Option<&'a LinkCode>,
+}
+
+fn resolve_click<'a>(program: &'a Program, click: &Click) -> Result<Resolved<'a>, Skip> {
     match &click.target {
-        ClickTarget::Link(code) => program.links.get(code).cloned().ok_or(Skip::UnknownLink),
+        ClickTarget::Link(code) => {
+            let (link, target) = program.links.get_key_value(code).ok_or(Skip::UnknownLink)?;
+            Ok(Resolved {
+                creator: &target.creator,
+                campaign: &target.campaign,
+                link: Some(link),
+            })
+        }
         ClickTarget::Direct { creator, campaign } => {
-            if program.creators.contains_key(creator) && program.campaigns.contains_key(campaign) {
-                Ok(Target {
-                    creator: creator.clone(),
-                    campaign: campaign.clone(),
-                })
-            } else {
-                Err(Skip::UnknownTarget)
+            match (
+                program.creators.get_key_value(creator),
+                program.campaigns.get_key_value(campaign),
+            ) {
+                (Some((creator, _)), Some((campaign, _))) => Ok(Resolved {
+                    creator,
+                    campaign,
+                    link: None,
+                }),
+                _ => Err(Skip::UnknownTarget),
             }
         }
     }
@@ -507,7 +618,7 @@ fn decide_click(
         let minute = event.occurred_at.millis().div_euclid(60_000);
         let used = state
             .ip_minutes
-            .get(ip)
+            .get(&digest(ip))
             .filter(|(m, _)| *m == minute)
             .map_or(0, |(_, n)| *n);
         if used >= program.settings.click_flood_per_minute {
@@ -537,7 +648,7 @@ fn decide_click(
     }
     let Some(campaign) = program
         .campaigns
-        .get(&target.campaign)
+        .get(target.campaign)
         .filter(|c| c.is_active(event.occurred_at))
     else {
         facts.push(Fact::Skipped {
@@ -546,18 +657,18 @@ fn decide_click(
         });
         return;
     };
-    let link = match &click.target {
-        ClickTarget::Link(code) => Some(code.clone()),
-        ClickTarget::Direct { .. } => None,
-    };
-    let recent = state.visitors.get(&click.visitor).is_some_and(|v| {
-        v.paid_clicks.iter().any(|(cr, ca, l, at)| {
-            cr == &target.creator
-                && ca == &campaign.id
-                && l == &link
-                && event.occurred_at < at.plus(CPC_UNIQUE_WINDOW)
-        })
-    });
+    let link = target.link;
+    let recent = state
+        .visitors
+        .get(&digest(click.visitor.as_str()))
+        .is_some_and(|v| {
+            v.paid_clicks.iter().any(|(cr, ca, l, at)| {
+                cr == target.creator
+                    && ca == &campaign.id
+                    && l.as_ref() == link
+                    && event.occurred_at < at.plus(CPC_UNIQUE_WINDOW)
+            })
+        });
     if recent {
         facts.push(Fact::Skipped {
             event: event.id.clone(),
@@ -575,14 +686,14 @@ fn decide_click(
             ],
         ),
         campaign: campaign.id.clone(),
-        creator: target.creator,
+        creator: target.creator.clone(),
         occurred_at: event.occurred_at,
         cause: event.id.clone(),
         config_version: program.version,
         fraud: None,
         kind: CreditKind::Click {
             visitor: click.visitor.clone(),
-            link,
+            link: link.cloned(),
         },
         explanation: None,
     }));
@@ -639,7 +750,10 @@ fn attribute(
         }
         fallback_code.get_or_insert((code, target));
     }
-    let touches = state.visitors.get(conv.visitor).map(|v| &v.touches);
+    let touches = state
+        .visitors
+        .get(&digest(conv.visitor.as_str()))
+        .map(|v| &v.touches);
     let mut candidates = Vec::new();
     let mut eligible: Vec<usize> = Vec::new();
     for touch in touches.into_iter().flatten() {
@@ -851,7 +965,12 @@ fn is_new_customer(
     visitor: &VisitorId,
     first_order: Option<bool>,
 ) -> bool {
-    first_order.unwrap_or_else(|| !state.visitors.get(visitor).is_some_and(|v| v.has_ordered))
+    first_order.unwrap_or_else(|| {
+        !state
+            .visitors
+            .get(&digest(visitor.as_str()))
+            .is_some_and(|v| v.has_ordered)
+    })
 }
 
 fn decide_signup(

@@ -6,7 +6,10 @@
 //! conversion it precedes is still seen first, whichever topic was read first. An event
 //! that arrives behind the watermark is released at once (it is late beyond grace).
 
-use std::collections::BTreeMap;
+use std::{
+    cmp::Ordering,
+    collections::{BTreeMap, VecDeque},
+};
 
 use crate::{
     event::Event,
@@ -18,13 +21,32 @@ use crate::{
 type Key = (Timestamp, u8, EventId, u64);
 
 /// Holds events until the watermark passes them.
+///
+/// Most events arrive in key order (a source emits them as they happen): those queue in
+/// `in_order` as they are, with no tree and no allocation. Only an event that arrives
+/// behind the newest one held goes into the `late` tree. Each part is sorted, and
+/// releases take the smaller front of the two, so events leave in key order exactly as
+/// from a single sorted map.
 #[derive(Debug, Clone, Default)]
 pub struct ReorderBuffer {
     grace: Duration,
     max_seen: Option<Timestamp>,
     arrivals: u64,
+    /// Events in key order, each with its arrival number.
+    in_order: VecDeque<(u64, Event)>,
     /// Boxed: events are large, and a B-tree node shifts its values on every insert.
-    held: BTreeMap<Key, Box<Event>>,
+    late: BTreeMap<Key, Box<Event>>,
+}
+
+/// An event's sort key, borrowed.
+fn key_of(arrival: u64, event: &Event) -> (Timestamp, u8, &EventId, u64) {
+    (event.occurred_at, event.payload.rank(), &event.id, arrival)
+}
+
+/// Where the next event to release is.
+enum Next {
+    InOrder,
+    Late,
 }
 
 impl ReorderBuffer {
@@ -43,12 +65,12 @@ impl ReorderBuffer {
 
     /// Number of events held.
     pub fn len(&self) -> usize {
-        self.held.len()
+        self.in_order.len() + self.late.len()
     }
 
     /// True when nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
+        self.in_order.is_empty() && self.late.is_empty()
     }
 
     /// Adds an event and appends to `out` every event the watermark now releases.
@@ -59,10 +81,17 @@ impl ReorderBuffer {
             return;
         }
         self.arrivals += 1;
-        self.held.insert(
-            (at, event.payload.rank(), event.id.clone(), self.arrivals),
-            Box::new(event),
-        );
+        let arrival = self.arrivals;
+        let behind = self
+            .in_order
+            .back()
+            .is_some_and(|(a, last)| key_of(*a, last) > key_of(arrival, &event));
+        if behind {
+            let key = (at, event.payload.rank(), event.id.clone(), arrival);
+            self.late.insert(key, Box::new(event));
+        } else {
+            self.in_order.push_back((arrival, event));
+        }
         if self.max_seen.is_none_or(|m| at > m) {
             self.max_seen = Some(at);
         }
@@ -80,21 +109,151 @@ impl ReorderBuffer {
 
     /// Releases everything held (end of input).
     pub fn flush(&mut self, out: &mut Vec<Event>) {
-        out.extend(std::mem::take(&mut self.held).into_values().map(|e| *e));
+        while let Some(next) = self.next() {
+            out.push(self.take(next));
+        }
     }
 
     fn release_until(&mut self, watermark: Option<Timestamp>, out: &mut Vec<Event>) {
         let Some(w) = watermark else { return };
-        while let Some(entry) = self.held.first_entry() {
-            if entry.key().0 > w {
+        if self.late.is_empty() {
+            // The common case: everything held arrived in order.
+            while self
+                .in_order
+                .front()
+                .is_some_and(|(_, e)| e.occurred_at <= w)
+            {
+                out.extend(self.in_order.pop_front().map(|(_, e)| e));
+            }
+            return;
+        }
+        while let Some(next) = self.next() {
+            let at = match next {
+                Next::InOrder => self.in_order.front().map(|(_, e)| e.occurred_at),
+                Next::Late => self.late.first_key_value().map(|(k, _)| k.0),
+            };
+            if at.is_none_or(|at| at > w) {
                 break;
             }
-            out.push(*entry.remove());
+            out.push(self.take(next));
         }
+    }
+
+    /// Which part holds the first event in key order, if any is held.
+    fn next(&self) -> Option<Next> {
+        match (self.in_order.front(), self.late.first_key_value()) {
+            (None, None) => None,
+            (Some(_), None) => Some(Next::InOrder),
+            (None, Some(_)) => Some(Next::Late),
+            (Some((a, e)), Some((k, _))) => match key_of(*a, e).cmp(&(k.0, k.1, &k.2, k.3)) {
+                Ordering::Greater => Some(Next::Late),
+                Ordering::Less | Ordering::Equal => Some(Next::InOrder),
+            },
+        }
+    }
+
+    fn take(&mut self, next: Next) -> Event {
+        let taken = match next {
+            Next::InOrder => self.in_order.pop_front().map(|(_, e)| e),
+            Next::Late => self.late.pop_first().map(|(_, e)| *e),
+        };
+        taken.unwrap_or_else(|| unreachable!("`next` named a part that holds an event"))
     }
 
     /// Events held, in release order (for persisting the buffer).
     pub fn held(&self) -> impl Iterator<Item = &Event> {
-        self.held.values().map(|e| &**e)
+        let mut held: Vec<(Key, &Event)> = self
+            .in_order
+            .iter()
+            .map(|(a, e)| ((e.occurred_at, e.payload.rank(), e.id.clone(), *a), e))
+            .chain(self.late.iter().map(|(k, e)| (k.clone(), &**e)))
+            .collect();
+        held.sort_by(|a, b| a.0.cmp(&b.0));
+        held.into_iter().map(|(_, e)| e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{LeadStatusChange, Payload};
+    use crate::ids::LeadId;
+
+    fn event(id: &str, at: i64) -> Event {
+        Event {
+            id: EventId::new(id),
+            occurred_at: Timestamp(at),
+            customer: None,
+            ip_hash: None,
+            user_agent_hash: None,
+            payload: Payload::LeadStatus(LeadStatusChange {
+                lead: LeadId::new("l"),
+                qualified: true,
+            }),
+        }
+    }
+
+    /// The buffer as one sorted map: what the split buffer must release, in order.
+    struct Reference {
+        grace: Duration,
+        max_seen: Option<Timestamp>,
+        arrivals: u64,
+        held: BTreeMap<Key, Event>,
+    }
+
+    impl Reference {
+        fn push(&mut self, event: Event, out: &mut Vec<Event>) {
+            let at = event.occurred_at;
+            let watermark = self.max_seen.map(|t| t.minus(self.grace));
+            if watermark.is_some_and(|w| at <= w) {
+                out.push(event);
+                return;
+            }
+            self.arrivals += 1;
+            let key = (at, event.payload.rank(), event.id.clone(), self.arrivals);
+            self.held.insert(key, event);
+            if self.max_seen.is_none_or(|m| at > m) {
+                self.max_seen = Some(at);
+            }
+            let w = self.max_seen.map_or(at, |t| t.minus(self.grace));
+            while let Some(entry) = self.held.first_entry() {
+                if entry.key().0 > w {
+                    break;
+                }
+                out.push(entry.remove());
+            }
+        }
+    }
+
+    #[test]
+    fn releases_in_key_order_whatever_the_arrival_order() {
+        let grace = Duration(50);
+        let mut buffer = ReorderBuffer::new(grace);
+        let mut reference = Reference {
+            grace,
+            max_seen: None,
+            arrivals: 0,
+            held: BTreeMap::new(),
+        };
+        let (mut out, mut expected) = (Vec::new(), Vec::new());
+        // A deterministic mix: mostly in order, some up to twice the grace late, repeated
+        // ids and equal times.
+        let mut x: u64 = 7;
+        for i in 0..2_000i64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let jitter = i64::try_from(x >> 57).unwrap_or(0); // 0..128
+            let at = i * 10 - if x.is_multiple_of(4) { jitter } else { 0 };
+            let id = format!("e{}", (x >> 40) % 300);
+            buffer.push(event(&id, at), &mut out);
+            reference.push(event(&id, at), &mut expected);
+            assert_eq!(buffer.len(), reference.held.len());
+        }
+        let held: Vec<&Event> = buffer.held().collect();
+        let ref_held: Vec<&Event> = reference.held.values().collect();
+        assert_eq!(held, ref_held);
+        buffer.flush(&mut out);
+        expected.extend(std::mem::take(&mut reference.held).into_values());
+        assert_eq!(out, expected);
+        assert!(buffer.is_empty());
     }
 }
