@@ -7,6 +7,18 @@
 //!
 //! Raw PII (`context.ip`, `context.user_agent`, `email`) is not carried over: the edge
 //! hashes it first (see the ingest service) and fills the `*_hash` fields.
+//!
+//! Credits and ledger entries convert both ways, losslessly, for the services that
+//! publish and read them ([`credit_to_proto`], [`credit_from_proto`], [`entry_to_proto`],
+//! [`entry_from_proto`]): what the core produced, converted to proto and back, is equal
+//! to what it was.
+//!
+//! # Layout
+//!
+//! - this module: timestamps, durations, events, program config and PII hashing;
+//! - `credit`: credits and their explanations;
+//! - `entry`: ledger entries, their causes and notes;
+//! - `wire`: field-level helpers both share (money, decimals, ids, period labels).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -28,6 +40,13 @@ use payoff_core::{
 use rust_decimal::Decimal;
 
 use crate::v1;
+
+mod credit;
+mod entry;
+mod wire;
+
+pub use credit::{credit_from_proto, credit_to_proto};
+pub use entry::{entry_from_proto, entry_to_proto};
 
 /// A protobuf timestamp as milliseconds since the epoch (sub-millisecond digits dropped).
 pub fn timestamp(t: &pbjson_types::Timestamp) -> Timestamp {

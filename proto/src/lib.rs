@@ -20,6 +20,8 @@
 //!   JSON mapping (camelCase names, enums as strings, RFC 3339 timestamps,
 //!   `"2592000s"` durations, 64-bit integers as strings).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
+//! - [`convert`]: conversions to and from `payoff-core`'s domain types at the edge
+//!   (events and programs in; credits and ledger entries both ways, losslessly).
 //!
 //! # Conventions
 //!

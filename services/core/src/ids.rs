@@ -260,6 +260,27 @@ impl DerivedId {
         DerivedText { buf, len }
     }
 
+    /// Parses the text form ([`DerivedId::to_text`]): a known kind prefix, `_` and
+    /// exactly 32 lower-case hex digits, naming `field` on failure.
+    pub fn parse(field: &str, text: &str) -> Result<Self, Violation> {
+        let malformed = |detail: String| Violation::new(field, "malformed_id", detail);
+        let (kind, hex) = text
+            .split_once('_')
+            .ok_or_else(|| malformed(format!("{text:?} has no kind prefix")))?;
+        let kind = DERIVED_KINDS
+            .iter()
+            .find(|k| **k == kind)
+            .ok_or_else(|| malformed(format!("{kind:?} is not a derived id kind")))?;
+        if hex.len() != 32 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(malformed(format!(
+                "{text:?} must end in 32 lower-case hex digits"
+            )));
+        }
+        let hash =
+            u128::from_str_radix(hex, 16).map_err(|e| malformed(format!("{text:?}: {e}")))?;
+        Ok(Self { kind, hash })
+    }
+
     /// The 128-bit hash (an xxh3 of the kind and cause).
     pub(crate) fn digest(self) -> u128 {
         self.hash
@@ -308,15 +329,7 @@ impl Serialize for DerivedId {
 impl<'de> Deserialize<'de> for DerivedId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        let (kind, hex) = text
-            .split_once('_')
-            .ok_or_else(|| serde::de::Error::custom("derived id without kind prefix"))?;
-        let hash = u128::from_str_radix(hex, 16).map_err(serde::de::Error::custom)?;
-        let kind = DERIVED_KINDS
-            .iter()
-            .find(|k| **k == kind)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown derived id kind {kind}")))?;
-        Ok(Self { kind, hash })
+        Self::parse("id", &text).map_err(|e| serde::de::Error::custom(e.detail))
     }
 }
 
@@ -376,6 +389,28 @@ mod tests {
         assert_eq!(text, a.to_string());
         let back: DerivedId = serde_json::from_str(&format!("\"{text}\"")).unwrap();
         assert_eq!(back, a);
+        assert_eq!(DerivedId::parse("id", &text).unwrap(), a);
+    }
+
+    #[test]
+    fn derived_ids_parse_only_their_text_form() {
+        let text = DerivedId::derive("rvs", &["x"]).to_text();
+        for bad in [
+            "",
+            "rvs",
+            &text.replace("rvs_", "zzz_"),
+            &text.to_uppercase().replace("RVS", "rvs"),
+            &text[..text.len() - 1],
+            &format!("{text}0"),
+            "rvs_+0000000000000000000000000000000",
+        ] {
+            let e = DerivedId::parse("refers_to", bad).unwrap_err();
+            assert_eq!(
+                (e.field.as_str(), e.rule),
+                ("refers_to", "malformed_id"),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
