@@ -92,6 +92,8 @@ pub struct Engine {
     pub kpis: Vec<KpiDelta>,
     /// Explanations per conversion.
     pub explanations: BTreeMap<ConversionKey, Arc<Explanation>>,
+    /// Conversions no creator was credited with, in order (§5.2: still counted).
+    pub unattributed: Vec<UnattributedConversion>,
     /// Counts.
     pub counts: Counts,
 }
@@ -116,6 +118,7 @@ impl Engine {
             progress: Vec::new(),
             kpis: Vec::new(),
             explanations: BTreeMap::new(),
+            unattributed: Vec::new(),
             counts: Counts::default(),
         }
     }
@@ -238,11 +241,20 @@ impl Engine {
             Fact::Skipped { reason, .. } => *self.counts.skipped.entry(*reason).or_default() += 1,
             Fact::Flagged { reason, .. } => *self.counts.flagged.entry(*reason).or_default() += 1,
             Fact::Unattributed {
-                key, explanation, ..
+                key,
+                explanation,
+                at,
+                net,
+                ..
             } => {
                 self.counts.unattributed += 1;
                 if self.keep_outputs {
                     self.explanations.insert(key.clone(), explanation.clone());
+                    self.unattributed.push(UnattributedConversion {
+                        at: *at,
+                        key: key.clone(),
+                        net: *net,
+                    });
                 }
             }
             Fact::Credited(credit) => {
@@ -385,9 +397,21 @@ impl Engine {
                 },
             );
         }
+        let mut unattributed = UnattributedReport::default();
+        for u in self.unattributed.iter().filter(|u| u.at <= as_of) {
+            match (&u.key, u.net) {
+                (ConversionKey::Order(_), Some(net)) => {
+                    unattributed.orders += 1;
+                    *unattributed.revenue.entry(net.currency).or_default() += net.amount;
+                }
+                (ConversionKey::Order(_), None) => unattributed.orders += 1,
+                (ConversionKey::Lead(_), _) => unattributed.leads += 1,
+            }
+        }
         Report {
             as_of,
             counts: self.counts.clone(),
+            unattributed,
             balances,
             tier_progress,
             kpis,
@@ -417,6 +441,29 @@ pub struct CampaignReport {
     pub per_creator: BTreeMap<CreatorId, KpiReport>,
 }
 
+/// A conversion no creator was credited with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnattributedConversion {
+    /// When.
+    pub at: Timestamp,
+    /// The order or lead.
+    pub key: ConversionKey,
+    /// Net amount (orders).
+    pub net: Option<crate::money::Money>,
+}
+
+/// Conversions no creator was credited with, for the tenant's totals (they belong to no
+/// campaign, so campaign KPIs cannot hold them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UnattributedReport {
+    /// Unattributed orders.
+    pub orders: u64,
+    /// Unattributed leads.
+    pub leads: u64,
+    /// Their net revenue per currency (refunds of unattributed orders are not deducted).
+    pub revenue: BTreeMap<Currency, Decimal>,
+}
+
 /// What `payoff replay` writes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -424,6 +471,8 @@ pub struct Report {
     pub as_of: Timestamp,
     /// What happened to the input.
     pub counts: Counts,
+    /// Conversions no creator was credited with.
+    pub unattributed: UnattributedReport,
     /// Balances per creator and currency.
     pub balances: Vec<Balance>,
     /// Tier progress per campaign, creator and period.

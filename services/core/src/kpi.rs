@@ -22,7 +22,7 @@ pub struct KpiDelta {
     pub at: Timestamp,
     /// The campaign.
     pub campaign: CampaignId,
-    /// The creator, or `None` for unattributed conversions.
+    /// The creator credited (`None` is kept for tenant-level counters).
     pub creator: Option<CreatorId>,
     /// The counters.
     pub totals: KpiTotals,
@@ -59,11 +59,6 @@ pub struct KpiTotals {
     /// Cost: commission, bonuses, base fees and manual adjustments, net of reversals.
     #[serde(with = "rust_decimal::serde::str")]
     pub cost: Decimal,
-    /// Orders no creator was credited with.
-    pub unattributed_orders: u64,
-    /// Their net revenue.
-    #[serde(with = "rust_decimal::serde::str")]
-    pub unattributed_revenue: Decimal,
 }
 
 impl AddAssign<&KpiTotals> for KpiTotals {
@@ -79,8 +74,6 @@ impl AddAssign<&KpiTotals> for KpiTotals {
         self.returning_orders += o.returning_orders;
         self.revenue += o.revenue;
         self.cost += o.cost;
-        self.unattributed_orders += o.unattributed_orders;
-        self.unattributed_revenue += o.unattributed_revenue;
     }
 }
 

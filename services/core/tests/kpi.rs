@@ -109,3 +109,21 @@ fn a_lead_qualified_twice_counts_once_in_cost_per_lead() {
     assert_eq!(total.totals.cost, d("20.00"));
     assert_eq!(total.kpis.cpl, Some(d("20")));
 }
+
+#[test]
+fn unattributed_conversions_are_still_counted_for_the_tenant() {
+    let program = one_campaign(campaign("c1").plan(cps_percent("rev", "0.10")));
+    let mut events = funnel(3, 1, "50.00");
+    // An order and a lead of visitors who never clicked: nobody earns them.
+    events.push(Ev::order("o-x", t(400), "stranger", "order-x", "20.00"));
+    events.push(Ev::signup("s-x", t(401), "stranger-2", "lead-x"));
+    let engine = run(program, events);
+    let report = engine.report(t(1000));
+    assert_eq!(report.unattributed.orders, 1);
+    assert_eq!(report.unattributed.leads, 1);
+    assert_eq!(report.unattributed.revenue[&currency("USD")], d("20.00"));
+    // Campaign KPIs hold only credited conversions.
+    assert_eq!(kpis(&engine).1.totals.orders, d("1"));
+    // As of before it, not yet.
+    assert_eq!(engine.report(t(399)).unattributed.orders, 0);
+}
