@@ -515,6 +515,54 @@ impl<'a> Ctx<'a> {
         added.amount += amount;
         amount
     }
+
+    /// Books an accrual of `amount` under `plan`, within the plan's caps: returns the
+    /// accrual to remember for its reversals, or `None` when the caps left nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn accrue(
+        &mut self,
+        book: &Book,
+        plan: &'a Plan,
+        amount: Decimal,
+        at: Timestamp,
+        period: Period,
+        id: DerivedId,
+        of: AccrualOf<'_>,
+        note: Note,
+    ) -> Option<Accrual> {
+        let paid = self.capped(book, period, plan, amount);
+        if paid.is_zero() {
+            return None;
+        }
+        self.entry(
+            id,
+            EntryKind::Accrual,
+            paid,
+            at,
+            plan.hold,
+            of.credit,
+            None,
+            Some(&plan.id),
+            period,
+            of.order,
+            of.lead,
+            note,
+        );
+        Some(Accrual {
+            entry: id,
+            plan: plan.id.clone(),
+            amount: paid,
+            reversed: Decimal::ZERO,
+        })
+    }
+}
+
+/// What an accrual belongs to: its credit, order or lead.
+#[derive(Clone, Copy, Default)]
+struct AccrualOf<'c> {
+    credit: Option<DerivedId>,
+    order: Option<&'c OrderId>,
+    lead: Option<&'c LeadId>,
 }
 
 /// Decides what an input changes in one (campaign, creator) book. Reads only.
@@ -757,25 +805,12 @@ fn decide_credit(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period
                 let PlanKind::Cpc { amount } = plan.kind else {
                     continue;
                 };
-                let paid = ctx.capped(book, period, plan, amount);
-                if paid.is_zero() {
-                    continue;
-                }
                 let id = DerivedId::derive("acc", &[cause, plan.id.as_str()]);
-                ctx.entry(
-                    id,
-                    EntryKind::Accrual,
-                    paid,
-                    at,
-                    plan.hold,
-                    Some(credit.id),
-                    None,
-                    Some(&plan.id),
-                    period,
-                    None,
-                    None,
-                    Note::Cpc { amount },
-                );
+                let of = AccrualOf {
+                    credit: Some(credit.id),
+                    ..AccrualOf::default()
+                };
+                ctx.accrue(book, plan, amount, at, period, id, of, Note::Cpc { amount });
             }
         }
         CreditKind::Lead {
@@ -817,31 +852,24 @@ fn decide_credit(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period
                     record.awaiting_qualification.push((plan.id.clone(), part));
                     continue;
                 }
-                let paid = ctx.capped(book, period, plan, part);
-                if paid.is_zero() {
-                    continue;
-                }
                 let id = DerivedId::derive("acc", &[cause, plan.id.as_str()]);
-                ctx.entry(
-                    id,
-                    EntryKind::Accrual,
-                    paid,
+                let of = AccrualOf {
+                    credit: Some(credit.id),
+                    lead: Some(lead),
+                    ..AccrualOf::default()
+                };
+                if let Some(accrual) = ctx.accrue(
+                    book,
+                    plan,
+                    part,
                     at,
-                    plan.hold,
-                    Some(credit.id),
-                    None,
-                    Some(&plan.id),
                     period,
-                    None,
-                    Some(lead),
+                    id,
+                    of,
                     Note::Cpl { amount, share },
-                );
-                record.accruals.push(Accrual {
-                    entry: id,
-                    plan: plan.id.clone(),
-                    amount: paid,
-                    reversed: Decimal::ZERO,
-                });
+                ) {
+                    record.accruals.push(accrual);
+                }
             }
             ctx.facts.push(LedgerFact::CreditRecorded {
                 credit: credit.id,
@@ -909,32 +937,18 @@ fn decide_credit(book: &Book, ctx: &mut Ctx<'_>, credit: &Credit, period: Period
                     let Some(plan) = ctx.campaign.plans.iter().find(|p| &p.id == plan_id) else {
                         continue;
                     };
-                    let paid = ctx.capped(book, period, plan, *part);
-                    if paid.is_zero() {
-                        continue;
-                    }
                     let id =
                         DerivedId::derive("acc", &[original.text().as_str(), plan_id.as_str()]);
-                    ctx.entry(
-                        id,
-                        EntryKind::Accrual,
-                        paid,
-                        at,
-                        plan.hold,
-                        Some(*original),
-                        None,
-                        Some(plan_id),
-                        period,
-                        None,
-                        Some(lead),
-                        Note::CplQualified,
-                    );
-                    updated.accruals.push(Accrual {
-                        entry: id,
-                        plan: plan_id.clone(),
-                        amount: paid,
-                        reversed: Decimal::ZERO,
-                    });
+                    let of = AccrualOf {
+                        credit: Some(*original),
+                        lead: Some(lead),
+                        ..AccrualOf::default()
+                    };
+                    if let Some(accrual) =
+                        ctx.accrue(book, plan, *part, at, period, id, of, Note::CplQualified)
+                    {
+                        updated.accruals.push(accrual);
+                    }
                 }
                 updated.awaiting_qualification.clear();
                 ctx.facts.push(LedgerFact::CreditRecorded {
@@ -1055,31 +1069,15 @@ fn decide_order(
             _ => continue,
         };
         let part = allocate(unsplit, &weights, ctx.currency)[index];
-        let paid = ctx.capped(book, period, plan, part);
-        if paid.is_zero() {
-            continue;
-        }
         let id = DerivedId::derive("acc", &[cause, plan.id.as_str()]);
-        ctx.entry(
-            id,
-            EntryKind::Accrual,
-            paid,
-            at,
-            plan.hold,
-            Some(credit.id),
-            None,
-            Some(&plan.id),
-            period,
-            Some(order),
-            None,
-            note,
-        );
-        accruals.push(Accrual {
-            entry: id,
-            plan: plan.id.clone(),
-            amount: paid,
-            reversed: Decimal::ZERO,
-        });
+        let of = AccrualOf {
+            credit: Some(credit.id),
+            order: Some(order),
+            ..AccrualOf::default()
+        };
+        if let Some(accrual) = ctx.accrue(book, plan, part, at, period, id, of, note) {
+            accruals.push(accrual);
+        }
     }
 
     let after_orders = before.orders + 1;
@@ -1331,29 +1329,18 @@ fn decide_engagement(
         if owed <= Decimal::ZERO {
             continue;
         }
-        let paid = ctx.capped(book, period, plan, owed);
-        if paid.is_zero() {
-            continue;
-        }
         let id = DerivedId::derive("eng", &[event.as_str(), plan.id.as_str()]);
-        ctx.entry(
-            id,
-            EntryKind::Accrual,
-            paid,
-            at,
-            plan.hold,
-            None,
-            None,
-            Some(&plan.id),
-            period,
-            None,
-            None,
-            Note::Post {
-                post: e.post.clone(),
-                views: seen[0],
-            },
-        );
-        state.paid.insert(plan.id.clone(), paid_before + paid);
+        let note = Note::Post {
+            post: e.post.clone(),
+            views: seen[0],
+        };
+        if let Some(accrual) =
+            ctx.accrue(book, plan, owed, at, period, id, AccrualOf::default(), note)
+        {
+            state
+                .paid
+                .insert(plan.id.clone(), paid_before + accrual.amount);
+        }
     }
     if state != old {
         ctx.facts.push(LedgerFact::PostSeen {
