@@ -214,17 +214,38 @@ async fn read_back(brokers: &str, topics: &[&str], expected: usize) -> Result<Ve
     Ok(out)
 }
 
+/// Ingest running against the real Kafka, on fresh topics.
+struct OnKafka {
+    brokers: String,
+    topics: Topics,
+    svc: Running,
+    _dir: tempfile::TempDir,
+}
+
+impl OnKafka {
+    async fn start() -> Result<Self> {
+        let brokers = fixture::kafka_brokers();
+        let topics = topics(&brokers).await;
+        let dir = tempfile::tempdir()?;
+        let prefix = topics.clicks.trim_end_matches("clicks").to_owned();
+        let svc = start(config(&dir, &brokers, &prefix)).await;
+        Ok(Self {
+            brokers,
+            topics,
+            svc,
+            _dir: dir,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_are_in_their_topics_as_sent_and_co_partitioned() -> Result<()> {
-    let brokers = fixture::kafka_brokers();
-    let topics = topics(&brokers).await;
-    let dir = tempfile::tempdir()?;
-    let svc = start(config(
-        &dir,
-        &brokers,
-        topics.clicks.trim_end_matches("clicks"),
-    ))
-    .await;
+    let OnKafka {
+        brokers,
+        topics,
+        svc,
+        _dir,
+    } = OnKafka::start().await?;
     let mut client = IngestClient::connect(format!("http://{}", svc.addr)).await?;
 
     let mut events = Vec::new();
@@ -352,15 +373,12 @@ async fn acknowledged_events_are_in_their_topics_as_sent_and_co_partitioned() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_loses_nothing_that_was_acknowledged() -> Result<()> {
-    let brokers = fixture::kafka_brokers();
-    let topics = topics(&brokers).await;
-    let dir = tempfile::tempdir()?;
-    let svc = start(config(
-        &dir,
-        &brokers,
-        topics.clicks.trim_end_matches("clicks"),
-    ))
-    .await;
+    let OnKafka {
+        brokers,
+        topics,
+        svc,
+        _dir,
+    } = OnKafka::start().await?;
     let mut client = IngestClient::connect(format!("http://{}", svc.addr)).await?;
     let mut acknowledged = 0;
     for batch in 0..5 {
@@ -438,15 +456,12 @@ fn grpcurl() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_sends_an_event_that_lands_in_kafka() -> Result<()> {
-    let brokers = fixture::kafka_brokers();
-    let topics = topics(&brokers).await;
-    let dir = tempfile::tempdir()?;
-    let svc = start(config(
-        &dir,
-        &brokers,
-        topics.clicks.trim_end_matches("clicks"),
-    ))
-    .await;
+    let OnKafka {
+        brokers,
+        topics,
+        svc,
+        _dir,
+    } = OnKafka::start().await?;
     let body = r#"{"event":{"eventId":"grpcurl-1","occurredAt":"2026-01-05T10:00:00Z","order":{"visitorId":"v-9","orderId":"A-9","amount":{"amount":"80.00","currency":"USD"}}}}"#;
     let output = tokio::process::Command::new(grpcurl())
         .args([

@@ -197,29 +197,58 @@ async fn ensure_topics_is_idempotent_and_applies_partitions_and_config() -> Resu
     Ok(())
 }
 
+/// A fresh input and output topic, a consumer group name, and a transactional producer
+/// writing to the input ("upstream").
+struct Pipeline {
+    brokers: String,
+    input: String,
+    output: String,
+    group: String,
+    upstream: FutureProducer,
+}
+
+impl Pipeline {
+    async fn new() -> Result<Self> {
+        let brokers = fixture::kafka_brokers();
+        let input = fixture::unique_name("payoff-it-in");
+        let output = fixture::unique_name("payoff-it-out");
+        let group = fixture::unique_name("payoff-it-group");
+        kafka::ensure_topics(
+            &brokers,
+            &[
+                TopicSpec::new(&input, PARTITIONS, 1),
+                TopicSpec::new(&output, PARTITIONS, 1),
+            ],
+            Duration::from_secs(30),
+        )
+        .await?;
+        let upstream = kafka::transactional_future_producer(
+            &brokers,
+            &fixture::unique_name("payoff-it-upstream"),
+            INIT_TIMEOUT,
+        )?;
+        Ok(Self {
+            brokers,
+            input,
+            output,
+            group,
+            upstream,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consume_transform_produce_commits_offsets_with_output_and_hides_aborted_records()
 -> Result<()> {
-    let brokers = fixture::kafka_brokers();
-    let input = fixture::unique_name("payoff-it-in");
-    let output = fixture::unique_name("payoff-it-out");
-    let group = fixture::unique_name("payoff-it-group");
-    kafka::ensure_topics(
-        &brokers,
-        &[
-            TopicSpec::new(&input, PARTITIONS, 1),
-            TopicSpec::new(&output, PARTITIONS, 1),
-        ],
-        Duration::from_secs(30),
-    )
-    .await?;
+    let Pipeline {
+        brokers,
+        input,
+        output,
+        group,
+        upstream,
+    } = Pipeline::new().await?;
 
     // Given: two committed transactions around an aborted one on the input topic.
-    let upstream = kafka::transactional_future_producer(
-        &brokers,
-        &fixture::unique_name("payoff-it-upstream"),
-        INIT_TIMEOUT,
-    )?;
     let first = records("committed", 0..20);
     let aborted = records("aborted", 20..25);
     let second = records("committed", 25..35);
@@ -367,24 +396,13 @@ async fn consume_transform_produce_commits_offsets_with_output_and_hides_aborted
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aborted_consume_produce_moves_no_offsets_and_publishes_nothing() -> Result<()> {
-    let brokers = fixture::kafka_brokers();
-    let input = fixture::unique_name("payoff-it-in");
-    let output = fixture::unique_name("payoff-it-out");
-    let group = fixture::unique_name("payoff-it-group");
-    kafka::ensure_topics(
-        &brokers,
-        &[
-            TopicSpec::new(&input, PARTITIONS, 1),
-            TopicSpec::new(&output, PARTITIONS, 1),
-        ],
-        Duration::from_secs(30),
-    )
-    .await?;
-    let upstream = kafka::transactional_future_producer(
-        &brokers,
-        &fixture::unique_name("payoff-it-upstream"),
-        INIT_TIMEOUT,
-    )?;
+    let Pipeline {
+        brokers,
+        input,
+        output,
+        group,
+        upstream,
+    } = Pipeline::new().await?;
     let input_records = records("order", 0..12);
     write_transaction(&upstream, &input, &input_records, true).await?;
 

@@ -21,7 +21,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::producer::{BaseProducer, FutureProducer, Producer};
+use rdkafka::producer::{FutureProducer, Producer};
 
 use crate::error::{AdapterError, Result};
 
@@ -144,23 +144,6 @@ pub fn transactional_future_producer(
     init_timeout: Duration,
 ) -> Result<FutureProducer> {
     let producer: FutureProducer =
-        transactional_producer_config(brokers, transactional_id, DEFAULT_TRANSACTION_TIMEOUT)?
-            .create()
-            .map_err(|e| AdapterError::kafka("create producer", e))?;
-    producer
-        .init_transactions(init_timeout)
-        .map_err(|e| AdapterError::kafka("init transactions", e))?;
-    Ok(producer)
-}
-
-/// Creates a transactional [`BaseProducer`] (polled by the caller, no futures) and
-/// registers its `transactional.id` with the broker. Blocks up to `init_timeout`.
-pub fn transactional_base_producer(
-    brokers: &str,
-    transactional_id: &str,
-    init_timeout: Duration,
-) -> Result<BaseProducer> {
-    let producer: BaseProducer =
         transactional_producer_config(brokers, transactional_id, DEFAULT_TRANSACTION_TIMEOUT)?
             .create()
             .map_err(|e| AdapterError::kafka("create producer", e))?;
