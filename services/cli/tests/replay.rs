@@ -35,6 +35,23 @@ fn replay(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 
+/// Runs a replay that must fail, and returns what it printed on standard error.
+fn replay_error(program: &str, events: &str) -> String {
+    let out = payoff()
+        .args([
+            "replay",
+            "--quiet",
+            "--program",
+            program,
+            "--events",
+            events,
+        ])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success(), "replay should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 const PROGRAM: &str = r#"{
   "version": "1",
   "effectiveFrom": "2026-01-01T00:00:00Z",
@@ -114,19 +131,7 @@ fn a_bad_line_stops_with_its_number_field_and_rule() {
             "\n"
         ),
     );
-    let out = payoff()
-        .args([
-            "replay",
-            "--quiet",
-            "--program",
-            &program,
-            "--events",
-            &events,
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = replay_error(&program, &events);
     assert!(stderr.contains("line 2"), "{stderr}");
     assert!(
         stderr.contains("order.amount.amount: precision"),
@@ -143,19 +148,7 @@ fn a_bad_program_names_the_field() {
         &PROGRAM.replace(r#""rate": "0.10""#, r#""rate": "ten""#),
     );
     let events = write(&dir, "e.jsonl", "");
-    let out = payoff()
-        .args([
-            "replay",
-            "--quiet",
-            "--program",
-            &program,
-            "--events",
-            &events,
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = replay_error(&program, &events);
     assert!(
         stderr.contains("campaigns[0].plans[0].cps_percent.rate: malformed_decimal"),
         "{stderr}"
