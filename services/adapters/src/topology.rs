@@ -7,6 +7,8 @@
 //! lead status are keyed by the order or lead they change; engagement by campaign +
 //! creator; credits by tenant + campaign + creator.
 
+use payoff_core::event::{Event, Payload};
+
 use crate::kafka::TopicSpec;
 
 /// The partitioner every payoff producer uses (the Java client's default, so other
@@ -50,6 +52,11 @@ pub struct Topics {
     pub programs: String,
     /// Records that could not be decoded or used, with reason headers.
     pub dead_letter: String,
+    /// Attributed conversions, keyed like their corrections (tenant + order or lead), so
+    /// that partition *p* of adjustments and lead status meets partition *p* of the index.
+    pub order_index: String,
+    /// The attributor's state changelog (compacted; partition *p* is task *p*'s state).
+    pub attributor_changelog: String,
 }
 
 impl Topics {
@@ -66,6 +73,8 @@ impl Topics {
             credits: name("credits"),
             programs: name("programs"),
             dead_letter: name("dead-letter"),
+            order_index: name("order-index"),
+            attributor_changelog: name("attributor-changelog"),
         }
     }
 
@@ -86,10 +95,31 @@ impl Topics {
             event(&self.engagement),
             event(&self.credits),
             event(&self.dead_letter),
+            event(&self.order_index),
+            event(&self.attributor_changelog).compacted(),
             TopicSpec::new(&self.programs, 1, replication)
                 .compacted()
                 .config("min.insync.replicas", min_isr),
         ]
+    }
+}
+
+impl Topics {
+    /// The topic and record key of an event: clicks, signups and orders by tenant +
+    /// visitor (co-partitioned), adjustments by tenant + order, lead status by tenant +
+    /// lead, engagement by tenant + campaign + creator.
+    pub fn route(&self, tenant: &str, event: &Event) -> (&str, String) {
+        match &event.payload {
+            Payload::Click(c) => (&self.clicks, key(&[tenant, c.visitor.as_str()])),
+            Payload::Signup(s) => (&self.signups, key(&[tenant, s.visitor.as_str()])),
+            Payload::Order(o) => (&self.orders, key(&[tenant, o.visitor.as_str()])),
+            Payload::Adjustment(a) => (&self.adjustments, key(&[tenant, a.order.as_str()])),
+            Payload::LeadStatus(l) => (&self.lead_status, key(&[tenant, l.lead.as_str()])),
+            Payload::Engagement(e) => (
+                &self.engagement,
+                key(&[tenant, e.campaign.as_str(), e.creator.as_str()]),
+            ),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     event::AdjustmentKind,
@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// Why an event or a credit earns nothing (§5.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FraudReason {
     /// The buyer is the credited creator.
@@ -40,7 +40,7 @@ impl FraudReason {
 }
 
 /// One creator's share of a conversion.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Share {
     /// The creator.
     pub creator: CreatorId,

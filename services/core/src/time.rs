@@ -96,14 +96,23 @@ impl fmt::Debug for Timestamp {
     }
 }
 
+/// RFC 3339 text in human-readable formats (JSON); milliseconds since the epoch in binary
+/// ones (the attributor's changelog), which are smaller and faster to restore.
 impl Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_i64(self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return i64::deserialize(d).map(Self);
+        }
         let text = String::deserialize(d)?;
         Self::parse_rfc3339(&text)
             .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not an RFC 3339 instant")))

@@ -8,7 +8,7 @@ use std::{
 
 use futures::future::join_all;
 use governor::{DefaultKeyedRateLimiter, Quota};
-use payoff_adapters::topology::{Topics, key};
+use payoff_adapters::topology::Topics;
 use payoff_core::{
     Violation,
     event::{Event, RawEvent},
@@ -212,7 +212,8 @@ impl<P: Publisher> IngestService<P> {
                 kind,
             );
         }
-        let (topic, record_key) = self.route(&tenant, &validated);
+        let (topic, record_key) = self.topics.route(&tenant, &validated);
+        let topic = topic.to_owned();
         let record = Record {
             topic,
             key: record_key,
@@ -223,22 +224,6 @@ impl<P: Publisher> IngestService<P> {
             tenant,
             record,
             kind,
-        }
-    }
-
-    fn route(&self, tenant: &str, event: &Event) -> (String, String) {
-        use payoff_core::event::Payload as D;
-        let t = &self.topics;
-        match &event.payload {
-            D::Click(c) => (t.clicks.clone(), key(&[tenant, c.visitor.as_str()])),
-            D::Signup(s) => (t.signups.clone(), key(&[tenant, s.visitor.as_str()])),
-            D::Order(o) => (t.orders.clone(), key(&[tenant, o.visitor.as_str()])),
-            D::Adjustment(a) => (t.adjustments.clone(), key(&[tenant, a.order.as_str()])),
-            D::LeadStatus(l) => (t.lead_status.clone(), key(&[tenant, l.lead.as_str()])),
-            D::Engagement(e) => (
-                t.engagement.clone(),
-                key(&[tenant, e.campaign.as_str(), e.creator.as_str()]),
-            ),
         }
     }
 

@@ -13,9 +13,13 @@
 //! # Layout
 //! - `models`: the five models as exact shares.
 //! - `reorder`: the late-click reorder buffer.
+//! - `changelog`: the state as keyed entries, for a service's changelog and restore.
 
+pub mod changelog;
 pub mod models;
 pub mod reorder;
+
+pub use changelog::{StateEntry, StateKey};
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -24,7 +28,7 @@ use std::{
 };
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     FastMap,
@@ -44,7 +48,7 @@ use crate::{
 pub const MAX_TOUCHES_PER_VISITOR: usize = 64;
 
 /// A click remembered for later conversions.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Touch {
     /// The click's event id.
     pub click: EventId,
@@ -59,7 +63,7 @@ pub struct Touch {
 }
 
 /// What the attributor remembers of one visitor.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VisitorState {
     /// Recent clicks, oldest first.
     pub touches: VecDeque<Touch>,
@@ -70,7 +74,7 @@ pub struct VisitorState {
 }
 
 /// An order or a lead, as the index remembers it for its corrections.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversionRecord {
     /// The conversion's event.
     pub event: EventId,
@@ -91,7 +95,7 @@ pub struct ConversionRecord {
 }
 
 /// Key of the conversion index.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConversionKey {
     /// An order.
@@ -302,13 +306,21 @@ impl AttributionState {
     /// counters. Called as event time advances; `before` is the watermark less the
     /// retention ([`ProgramHistory::retention`]), so nothing still needed is dropped.
     pub fn expire(&mut self, before: Timestamp) {
+        self.expire_tracked(before, |_| {});
+    }
+
+    /// [`AttributionState::expire`], telling `changed` the key of every entry it removed
+    /// or shortened (a changelog writes their new value or a tombstone).
+    pub fn expire_tracked(&mut self, before: Timestamp, mut changed: impl FnMut(StateKey)) {
         let oldest = &mut self.oldest;
         if oldest.seen < before {
             oldest.seen = Timestamp(i64::MAX);
-            self.seen.retain(|_, at| {
+            self.seen.retain(|digest, at| {
                 let keep = *at >= before;
                 if keep {
                     oldest.seen = oldest.seen.min(*at);
+                } else {
+                    changed(StateKey::Seen(*digest));
                 }
                 keep
             });
@@ -316,34 +328,49 @@ impl AttributionState {
         let minute = before.millis().div_euclid(60_000);
         if oldest.ip_minute < minute {
             oldest.ip_minute = i64::MAX;
-            self.ip_minutes.retain(|_, (m, _)| {
+            self.ip_minutes.retain(|digest, (m, _)| {
                 let keep = *m >= minute;
                 if keep {
                     oldest.ip_minute = oldest.ip_minute.min(*m);
+                } else {
+                    changed(StateKey::Ip(*digest));
                 }
                 keep
             });
         }
         if oldest.visitor < before {
             oldest.visitor = Timestamp(i64::MAX);
-            self.visitors.retain(|_, v| {
+            self.visitors.retain(|digest, v| {
+                let (touches, paid) = (v.touches.len(), v.paid_clicks.len());
                 while v.touches.front().is_some_and(|t| t.at < before) {
                     v.touches.pop_front();
                 }
                 v.paid_clicks
                     .retain(|p| p.3.plus(CPC_UNIQUE_WINDOW) >= before);
-                let earliest = v
-                    .touches
-                    .iter()
-                    .map(|t| t.at)
-                    .chain(v.paid_clicks.iter().map(|p| p.3.plus(CPC_UNIQUE_WINDOW)))
-                    .min();
-                if let Some(earliest) = earliest {
+                if let Some(earliest) = v.earliest() {
                     oldest.visitor = oldest.visitor.min(earliest);
+                }
+                if (touches, paid) != (v.touches.len(), v.paid_clicks.len()) {
+                    changed(StateKey::Visitor(*digest));
                 }
                 !v.touches.is_empty() || !v.paid_clicks.is_empty() || v.has_ordered
             });
         }
+    }
+}
+
+impl VisitorState {
+    /// The earliest instant at which something of this visitor expires.
+    fn earliest(&self) -> Option<Timestamp> {
+        self.touches
+            .iter()
+            .map(|t| t.at)
+            .chain(
+                self.paid_clicks
+                    .iter()
+                    .map(|p| p.3.plus(CPC_UNIQUE_WINDOW)),
+            )
+            .min()
     }
 }
 

@@ -1,0 +1,151 @@
+//! The attributor's record formats: input events (protobuf `payoff.v1.Event`), credits
+//! (protobuf `payoff.v1.Credit`), and its internal topics (the order index and the state
+//! changelog, compact `postcard` encodings of the core's own types: internal, versioned
+//! with the service, never read by anything else).
+
+use payoff_core::{
+    Rejection,
+    attribution::{ConversionKey, ConversionRecord, StateEntry, StateKey},
+    credit::Credit,
+    event::{Event, RawEvent},
+    ids::TenantId,
+    time::Timestamp,
+};
+use payoff_proto::{convert::credit_to_proto, v1};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+/// Why a record could not be used (the dead-letter reason header).
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The record has no value.
+    #[error("record has no value")]
+    Empty,
+    /// The bytes are not the expected message.
+    #[error("not a {what}: {detail}")]
+    Undecodable {
+        /// The expected message.
+        what: &'static str,
+        /// The decoder's complaint.
+        detail: String,
+    },
+    /// The event has no tenant.
+    #[error("event has no tenant_id")]
+    NoTenant,
+    /// The event breaks a rule of §4.
+    #[error("invalid event: {0}")]
+    Invalid(Rejection),
+}
+
+impl DecodeError {
+    /// A bounded label for metrics and the `reason` header.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::Undecodable { .. } => "undecodable",
+            Self::NoTenant => "no_tenant",
+            Self::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// Decodes and validates an input event. `now` is the record's timestamp: ingest checked
+/// `occurred_at` against its clock when it accepted the event, so the same check against
+/// the record's own time is deterministic on every replay of the log.
+pub fn event(payload: Option<&[u8]>, now: Timestamp) -> Result<(TenantId, Event), DecodeError> {
+    let bytes = payload.ok_or(DecodeError::Empty)?;
+    let proto = v1::Event::decode(bytes).map_err(|e| DecodeError::Undecodable {
+        what: "payoff.v1.Event",
+        detail: e.to_string(),
+    })?;
+    if proto.tenant_id.is_empty() {
+        return Err(DecodeError::NoTenant);
+    }
+    let tenant = TenantId::parse("tenant_id", &proto.tenant_id)
+        .map_err(|v| DecodeError::Invalid(Rejection::from(v)))?;
+    let event = Event::validate(&RawEvent::from(&proto), now).map_err(DecodeError::Invalid)?;
+    Ok((tenant, event))
+}
+
+/// The protobuf value of a credit on the `credits` topic.
+pub fn credit(tenant: &TenantId, credit: &Credit) -> Vec<u8> {
+    credit_to_proto(tenant, credit).encode_to_vec()
+}
+
+/// A record of the order-index topic: a conversion that its corrections will look up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexRecord {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The order or lead.
+    pub key: ConversionKey,
+    /// What to remember.
+    pub record: ConversionRecord,
+}
+
+/// Encodes an index record.
+pub fn index(record: &IndexRecord) -> Vec<u8> {
+    postcard::to_stdvec(record).unwrap_or_else(|e| unreachable!("postcard into a Vec: {e}"))
+}
+
+/// Decodes an index record.
+pub fn index_from(payload: Option<&[u8]>) -> Result<IndexRecord, DecodeError> {
+    let bytes = payload.ok_or(DecodeError::Empty)?;
+    postcard::from_bytes(bytes).map_err(|e| DecodeError::Undecodable {
+        what: "order-index record",
+        detail: e.to_string(),
+    })
+}
+
+/// What a changelog key names within a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Entry {
+    /// An entry of the attribution state.
+    State(StateKey),
+    /// A conversion of the index slice.
+    Index(ConversionKey),
+}
+
+/// A changelog key: tenant and entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChangelogKey {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The entry.
+    pub entry: Entry,
+}
+
+/// A changelog value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ChangelogValue {
+    /// An attribution-state entry.
+    State(StateEntry),
+    /// An index record.
+    Index(ConversionRecord),
+}
+
+/// Encodes a changelog key.
+pub fn changelog_key(key: &ChangelogKey) -> Vec<u8> {
+    postcard::to_stdvec(key).unwrap_or_else(|e| unreachable!("postcard into a Vec: {e}"))
+}
+
+/// Encodes a changelog value.
+pub fn changelog_value(value: &ChangelogValue) -> Vec<u8> {
+    postcard::to_stdvec(value).unwrap_or_else(|e| unreachable!("postcard into a Vec: {e}"))
+}
+
+/// Decodes a changelog record (`None` value: a tombstone).
+pub fn changelog_from(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<(ChangelogKey, Option<ChangelogValue>), DecodeError> {
+    let undecodable = |e: postcard::Error| DecodeError::Undecodable {
+        what: "changelog record",
+        detail: e.to_string(),
+    };
+    let key = postcard::from_bytes(key.ok_or(DecodeError::Empty)?).map_err(undecodable)?;
+    let value = value
+        .map(|v| postcard::from_bytes(v).map_err(undecodable))
+        .transpose()?;
+    Ok((key, value))
+}

@@ -1,0 +1,107 @@
+//! The attributor's configuration: one typed struct from flags and environment,
+//! validated at startup with every problem reported.
+
+use std::{net::SocketAddr, time::Duration};
+
+/// Log format flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// JSON lines.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// payoff-attributor: consumes clicks, signups, orders, adjustments and lead status from
+/// Kafka, decides which creators earned each conversion (SPEC §5) and emits credits,
+/// exactly once: credits, state changelog and consumed offsets are committed in one Kafka
+/// transaction.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(version, about, long_about = None)]
+pub struct Config {
+    /// Kafka bootstrap servers (required).
+    #[arg(long, env = "PAYOFF_KAFKA_BROKERS", default_value = "")]
+    pub kafka_brokers: String,
+    /// Prefix of every topic name.
+    #[arg(long, env = "PAYOFF_TOPIC_PREFIX", default_value = "payoff.")]
+    pub topic_prefix: String,
+    /// Consumer group shared by every attributor instance.
+    #[arg(long, env = "PAYOFF_ATTRIBUTOR_GROUP", default_value = "payoff-attributor")]
+    pub group_id: String,
+    /// This instance's stable name (the pod name): its transactional id, so that a
+    /// restarted instance fences its predecessor's open transaction at once.
+    #[arg(long, env = "PAYOFF_INSTANCE_ID", default_value = "attributor-0")]
+    pub instance_id: String,
+    /// gRPC health listen address (`grpc.health.v1`; serving once state is restored).
+    #[arg(long, env = "PAYOFF_ATTRIBUTOR_LISTEN", default_value = "0.0.0.0:50052")]
+    pub listen: SocketAddr,
+    /// Prometheus /metrics listen address.
+    #[arg(
+        long,
+        env = "PAYOFF_ATTRIBUTOR_METRICS_LISTEN",
+        default_value = "0.0.0.0:9465"
+    )]
+    pub metrics_listen: SocketAddr,
+    /// Most input records per transaction.
+    #[arg(long, env = "PAYOFF_ATTRIBUTOR_BATCH_RECORDS", default_value_t = 20_000)]
+    pub batch_records: usize,
+    /// Longest time a transaction stays open (the latency the commit adds).
+    #[arg(long, env = "PAYOFF_ATTRIBUTOR_BATCH_INTERVAL", value_parser = humantime_duration, default_value = "100ms")]
+    pub batch_interval: Duration,
+    /// Kafka transaction timeout: how long a crashed instance's open transaction can
+    /// hold back read_committed consumers.
+    #[arg(long, env = "PAYOFF_ATTRIBUTOR_TRANSACTION_TIMEOUT", value_parser = humantime_duration, default_value = "15s")]
+    pub transaction_timeout: Duration,
+    /// How long (event time) a refund or lead status waits for its conversion to be
+    /// attributed before it goes to the dead-letter topic.
+    #[arg(long, env = "PAYOFF_ATTRIBUTOR_CORRECTION_WAIT", value_parser = humantime_duration, default_value = "1h")]
+    pub correction_wait: Duration,
+    /// How long (wall clock) the event-time merge waits for an input that is empty but
+    /// not known to be at its end before going on without it.
+    #[arg(long, env = "PAYOFF_ATTRIBUTOR_MAX_IDLE", value_parser = humantime_duration, default_value = "2s")]
+    pub max_idle: Duration,
+    /// Time allowed for finishing the open transaction and leaving the group on shutdown.
+    #[arg(long, env = "PAYOFF_DRAIN_TIMEOUT", value_parser = humantime_duration, default_value = "20s")]
+    pub drain_timeout: Duration,
+    /// Log format.
+    #[arg(long, env = "PAYOFF_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax; RUST_LOG wins).
+    #[arg(long, env = "PAYOFF_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Parses `500ms`, `5s`, `2m` (humantime syntax).
+pub fn humantime_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 500ms, 5s or 2m: {e}"))
+}
+
+impl Config {
+    /// Every problem with this configuration (empty when it is usable).
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.kafka_brokers.trim().is_empty() {
+            p.push("--kafka-brokers (PAYOFF_KAFKA_BROKERS) is required".to_owned());
+        }
+        if self.group_id.is_empty() || self.instance_id.is_empty() {
+            p.push("--group-id and --instance-id must not be empty".to_owned());
+        }
+        if self.batch_records == 0 {
+            p.push("--batch-records must be positive".to_owned());
+        }
+        if self.batch_interval.is_zero() || self.batch_interval >= self.transaction_timeout {
+            p.push(
+                "--batch-interval must be positive and shorter than --transaction-timeout"
+                    .to_owned(),
+            );
+        }
+        if self.drain_timeout <= self.batch_interval {
+            p.push("--drain-timeout must be longer than --batch-interval".to_owned());
+        }
+        if self.correction_wait.is_zero() {
+            p.push("--correction-wait must be positive".to_owned());
+        }
+        p
+    }
+}

@@ -1,0 +1,756 @@
+//! The Kafka side: one consumer in the attributor group, one transactional producer,
+//! and the tasks of the partition numbers this instance owns.
+//!
+//! The loop, on one thread (the work is CPU-bound and every Kafka call here blocks):
+//! 1. serve the consumer's main queue (rebalances, errors) and the `programs` topic;
+//! 2. drain each assigned input partition's own queue into its task (a queue per
+//!    partition, so an input's end of partition is known and the merge need not wait
+//!    for it);
+//! 3. let each task merge and process, sending credits, index records and dead letters
+//!    into the open transaction;
+//! 4. every `batch_records` records or `batch_interval`, append the changelog, send the
+//!    tasks' offsets with the group metadata (`send_offsets_to_transaction`) and commit.
+//!
+//! On revocation the open transaction is committed first (inside the rebalance
+//! callback), so no work of a revoked partition is ever left uncommitted; on assignment
+//! each task's state is restored from its changelog partition before its first record.
+//! A transaction that cannot be committed is aborted and the process stops: a restart
+//! restores the committed state (crash-only), which is what exactly-once rests on anyway.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use payoff_adapters::{kafka as adapters, topology::{self, Topics}};
+use payoff_core::ids::TenantId;
+use payoff_proto::{convert, v1};
+use prost::Message as _;
+use rdkafka::{
+    ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance},
+    consumer::base_consumer::PartitionQueue,
+    error::KafkaError,
+    message::{BorrowedMessage, Header, OwnedHeaders},
+    producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
+    statistics::Statistics,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    AttributorError, Config, metrics as m,
+    task::{Output, Programs, Record, Settings, Source, Task},
+};
+
+/// Most records taken from one partition queue per turn (keeps the merge fair).
+const PER_QUEUE: usize = 2_000;
+/// How often the state size is measured (a scan of the state).
+const STATE_EVERY: Duration = Duration::from_secs(30);
+
+/// Readiness, as the health service reports it.
+pub type Ready = tokio::sync::watch::Sender<bool>;
+
+/// What the loop and the rebalance callbacks share.
+struct Worker {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    topics: Topics,
+    brokers: String,
+    settings: Settings,
+    tasks: BTreeMap<i32, Task>,
+    programs: Programs,
+    in_txn: bool,
+    records: usize,
+    opened: Instant,
+    outputs: Vec<Output>,
+    /// Credits' event times of the open transaction (latency at commit).
+    credit_times: Vec<i64>,
+    timeout: Duration,
+    /// Set when the assignment changed (the loop re-splits partition queues).
+    reassigned: bool,
+    /// Why the loop must stop (set by a callback).
+    failed: Option<AttributorError>,
+    /// Since when each task's merge has waited for an empty input.
+    blocked: BTreeMap<i32, Instant>,
+    ready: Ready,
+}
+
+/// The consumer's context: rebalances go through the worker.
+struct Context {
+    worker: Arc<Mutex<Worker>>,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!(m::LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                        .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let mut w = lock(&self.worker);
+        let _ = w.ready.send(false);
+        if let Err(e) = w.commit(consumer) {
+            w.failed.get_or_insert(e);
+        }
+        let revoked: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        for p in revoked {
+            w.tasks.remove(&p);
+            w.blocked.remove(&p);
+        }
+        metrics::gauge!(m::TASKS).set(w.tasks.len() as f64);
+        w.reassigned = true;
+        tracing::info!(tasks = w.tasks.len(), "partitions revoked");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else {
+            return;
+        };
+        let mut w = lock(&self.worker);
+        let _ = w.ready.send(false);
+        let assigned: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        for p in assigned {
+            if w.tasks.contains_key(&p) {
+                continue;
+            }
+            match w.restore(p) {
+                Ok(task) => {
+                    w.tasks.insert(p, task);
+                }
+                Err(e) => {
+                    w.failed.get_or_insert(e);
+                    return;
+                }
+            }
+        }
+        metrics::gauge!(m::TASKS).set(w.tasks.len() as f64);
+        w.reassigned = true;
+        let _ = w.ready.send(true);
+        tracing::info!(tasks = w.tasks.len(), "partitions assigned and state restored");
+    }
+}
+
+fn lock(worker: &Mutex<Worker>) -> MutexGuard<'_, Worker> {
+    // A panic while holding the lock leaves nothing half-written that a commit could
+    // expose: outputs only become visible through a commit.
+    worker.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn kafka(op: &'static str) -> impl FnOnce(KafkaError) -> AttributorError {
+    move |e| AttributorError::Kafka(format!("{op}: {e}"))
+}
+
+impl Worker {
+    fn topic(&self, source: Source) -> &str {
+        match source {
+            Source::Clicks => &self.topics.clicks,
+            Source::Signups => &self.topics.signups,
+            Source::Orders => &self.topics.orders,
+            Source::Adjustments => &self.topics.adjustments,
+            Source::LeadStatus => &self.topics.lead_status,
+            Source::Index => &self.topics.order_index,
+        }
+    }
+
+    fn begin(&mut self) -> Result<(), AttributorError> {
+        if !self.in_txn {
+            self.producer
+                .begin_transaction()
+                .map_err(kafka("begin transaction"))?;
+            self.in_txn = true;
+            self.records = 0;
+            self.opened = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn offer(&mut self, source: Source, msg: &BorrowedMessage<'_>) -> Result<(), AttributorError> {
+        self.begin()?;
+        self.records += 1;
+        let record = Record {
+            source,
+            offset: msg.offset(),
+            timestamp: msg.timestamp().to_millis(),
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec),
+        };
+        let partition = msg.partition();
+        let Self {
+            tasks,
+            programs,
+            outputs,
+            ..
+        } = self;
+        match tasks.get_mut(&partition) {
+            Some(task) => task.offer(programs, record, outputs),
+            None => tracing::warn!(partition, "record for a partition this instance does not own"),
+        }
+        Ok(())
+    }
+
+    /// Merges and processes what the tasks hold, and sends the outputs.
+    fn pump(&mut self, max_idle: Duration) -> Result<(), AttributorError> {
+        let now = Instant::now();
+        let Self {
+            tasks,
+            programs,
+            outputs,
+            blocked,
+            ..
+        } = self;
+        for (p, task) in tasks.iter_mut() {
+            let force = blocked
+                .get(p)
+                .is_some_and(|since| now.duration_since(*since) >= max_idle);
+            task.pump(programs, force, outputs);
+            if task.queued() > 0 {
+                blocked.entry(*p).or_insert(now);
+            } else {
+                blocked.remove(p);
+            }
+        }
+        self.send_outputs()
+    }
+
+    fn send_outputs(&mut self) -> Result<(), AttributorError> {
+        if self.outputs.is_empty() {
+            return Ok(());
+        }
+        // Outputs of held events released by time alone (no new record) open one too.
+        self.begin()?;
+        let outputs = std::mem::take(&mut self.outputs);
+        for output in &outputs {
+            self.send(output)?;
+        }
+        self.outputs = outputs;
+        self.outputs.clear();
+        Ok(())
+    }
+
+    fn send(&mut self, output: &Output) -> Result<(), AttributorError> {
+        let (topic, key, payload, partition, headers): (
+            &str,
+            Option<&[u8]>,
+            Option<&[u8]>,
+            Option<i32>,
+            Option<OwnedHeaders>,
+        ) = match output {
+            Output::Credit {
+                key,
+                payload,
+                occurred_at,
+                kind,
+            } => {
+                metrics::counter!(m::CREDITS, "kind" => *kind).increment(1);
+                self.credit_times.push(occurred_at.millis());
+                (
+                    self.topics.credits.as_str(),
+                    Some(key.as_bytes()),
+                    Some(payload.as_slice()),
+                    None,
+                    None,
+                )
+            }
+            Output::Index { key, payload } => (
+                self.topics.order_index.as_str(),
+                Some(key.as_bytes()),
+                Some(payload.as_slice()),
+                None,
+                None,
+            ),
+            Output::Changelog { .. } => {
+                unreachable!("changelog records are sent by commit, with their partition")
+            }
+            Output::DeadLetter {
+                source,
+                offset,
+                key,
+                payload,
+                reason,
+                detail,
+            } => {
+                metrics::counter!(m::DEAD_LETTERS, "reason" => *reason).increment(1);
+                tracing::warn!(source = source.name(), offset, reason, detail = %detail, "record dead-lettered");
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "payoff-reason",
+                        value: Some(*reason),
+                    })
+                    .insert(Header {
+                        key: "payoff-detail",
+                        value: Some(detail.as_str()),
+                    })
+                    .insert(Header {
+                        key: "payoff-source-topic",
+                        value: Some(self.topic(*source)),
+                    })
+                    .insert(Header {
+                        key: "payoff-source-offset",
+                        value: Some(&offset.to_string()),
+                    })
+                    .insert(Header {
+                        key: "payoff-service",
+                        value: Some("attributor"),
+                    });
+                (
+                    self.topics.dead_letter.as_str(),
+                    key.as_deref(),
+                    payload.as_deref(),
+                    None,
+                    Some(headers),
+                )
+            }
+        };
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        produce(&self.producer, record)
+    }
+
+    /// Appends the changelog, sends the offsets and commits the open transaction.
+    fn commit(&mut self, consumer: &BaseConsumer<Context>) -> Result<(), AttributorError> {
+        if !self.in_txn {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.send_outputs()?;
+        let mut offsets = TopicPartitionList::new();
+        let mut changelog = Vec::new();
+        for (p, task) in &mut self.tasks {
+            changelog.clear();
+            task.flush_changelog(&mut changelog);
+            for output in &changelog {
+                if let Output::Changelog { key, payload } = output {
+                    let mut record: BaseRecord<'_, [u8], [u8]> =
+                        BaseRecord::to(&self.topics.attributor_changelog)
+                            .key(key.as_slice())
+                            .partition(*p);
+                    if let Some(payload) = payload {
+                        record = record.payload(payload.as_slice());
+                    }
+                    produce(&self.producer, record)?;
+                }
+            }
+            for (source, offset) in task.offsets() {
+                let topic = match source {
+                    Source::Clicks => &self.topics.clicks,
+                    Source::Signups => &self.topics.signups,
+                    Source::Orders => &self.topics.orders,
+                    Source::Adjustments => &self.topics.adjustments,
+                    Source::LeadStatus => &self.topics.lead_status,
+                    Source::Index => &self.topics.order_index,
+                };
+                offsets
+                    .add_partition_offset(topic, *p, Offset::Offset(offset))
+                    .map_err(kafka("offset list"))?;
+            }
+            let stats = task.take_stats();
+            for (kind, result, n) in stats.iter() {
+                metrics::counter!(m::RECORDS, "type" => kind, "result" => result).increment(n);
+            }
+        }
+        let result = (|| {
+            if offsets.count() > 0 {
+                let group = consumer
+                    .group_metadata()
+                    .ok_or_else(|| AttributorError::Kafka("no consumer group metadata".into()))?;
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &group, self.timeout)
+                    .map_err(kafka("send offsets to transaction"))?;
+            }
+            self.producer
+                .commit_transaction(self.timeout)
+                .map_err(kafka("commit transaction"))
+        })();
+        self.in_txn = false;
+        if let Err(e) = result {
+            metrics::counter!(m::ABORTS).increment(1);
+            if let Err(abort) = self.producer.abort_transaction(self.timeout) {
+                tracing::error!(error = %abort, "abort transaction failed");
+            }
+            return Err(e);
+        }
+        metrics::counter!(m::COMMITS).increment(1);
+        metrics::histogram!(m::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+        let now = wall_millis();
+        for at in self.credit_times.drain(..) {
+            metrics::histogram!(m::ATTRIBUTION_LATENCY)
+                .record((now - at).max(0) as f64 / 1_000.0);
+        }
+        Ok(())
+    }
+
+    /// Reads task `p`'s changelog partition to its end into a new task.
+    fn restore(&self, p: i32) -> Result<Task, AttributorError> {
+        let started = Instant::now();
+        let mut task = Task::new(p, self.settings);
+        let mut config = adapters::read_committed_consumer_config(
+            &self.brokers,
+            "payoff-attributor-restore",
+            adapters::StartFrom::Earliest,
+        )
+        .map_err(|e| AttributorError::Kafka(e.to_string()))?;
+        config.set("enable.partition.eof", "true");
+        let consumer: BaseConsumer = config.create().map_err(kafka("restore consumer"))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topics.attributor_changelog, p, Offset::Beginning)
+            .map_err(kafka("restore assignment"))?;
+        consumer.assign(&tpl).map_err(kafka("restore assign"))?;
+        let mut records = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            if Instant::now() > deadline {
+                return Err(AttributorError::Kafka(format!(
+                    "restoring partition {p} did not reach the end of the changelog in 10 minutes"
+                )));
+            }
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(msg)) => {
+                    records += 1;
+                    if let Err(e) = task.restore(msg.key(), msg.payload()) {
+                        return Err(AttributorError::Kafka(format!(
+                            "changelog partition {p} offset {}: {e}",
+                            msg.offset()
+                        )));
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => return Err(AttributorError::Kafka(format!("restore: {e}"))),
+                None => {}
+            }
+        }
+        let took = started.elapsed();
+        metrics::histogram!(m::RESTORE_DURATION).record(took.as_secs_f64());
+        metrics::counter!(m::RESTORED).increment(records);
+        tracing::info!(partition = p, records, took_ms = took.as_millis() as u64, visitors = task.visitors(), "state restored");
+        Ok(task)
+    }
+}
+
+fn produce(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), AttributorError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(AttributorError::Kafka(format!("produce: {e}"))),
+        }
+    }
+}
+
+fn wall_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Reads the `programs` topic to its end, then keeps following it.
+struct ProgramFeed {
+    consumer: BaseConsumer,
+}
+
+impl ProgramFeed {
+    fn new(brokers: &str, topic: &str) -> Result<Self, AttributorError> {
+        let mut config = adapters::read_committed_consumer_config(
+            brokers,
+            "payoff-attributor-programs",
+            adapters::StartFrom::Earliest,
+        )
+        .map_err(|e| AttributorError::Kafka(e.to_string()))?;
+        config.set("enable.partition.eof", "true");
+        let consumer: BaseConsumer = config.create().map_err(kafka("programs consumer"))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)
+            .map_err(kafka("programs assignment"))?;
+        consumer.assign(&tpl).map_err(kafka("programs assign"))?;
+        Ok(Self { consumer })
+    }
+
+    /// Applies what is available; with `to_end`, waits until the end of the topic.
+    fn poll(&self, programs: &mut Programs, to_end: bool, shutdown: &CancellationToken) -> Result<usize, AttributorError> {
+        let mut n = 0;
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(n);
+            }
+            let wait = if to_end { Duration::from_millis(200) } else { Duration::ZERO };
+            match self.consumer.poll(wait) {
+                Some(Ok(msg)) => {
+                    n += 1;
+                    match program_of(&msg) {
+                        Ok((tenant, program)) => {
+                            tracing::info!(tenant = %tenant, version = program.version, "program version loaded");
+                            programs.insert(tenant, program);
+                        }
+                        Err(e) => tracing::error!(offset = msg.offset(), error = %e, "program version unusable; skipped"),
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(n),
+                Some(Err(e)) => return Err(AttributorError::Kafka(format!("programs: {e}"))),
+                None if !to_end => return Ok(n),
+                None => {}
+            }
+        }
+    }
+}
+
+fn program_of(
+    msg: &BorrowedMessage<'_>,
+) -> Result<(TenantId, payoff_core::program::Program), String> {
+    let payload = msg.payload().ok_or("no value")?;
+    let proto = v1::Program::decode(payload).map_err(|e| e.to_string())?;
+    let from_key = msg
+        .key()
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .and_then(|k| k.split(topology::KEY_SEPARATOR).next())
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned);
+    let tenant = from_key.unwrap_or_else(|| proto.tenant_id.clone());
+    let tenant = TenantId::parse("tenant", &tenant).map_err(|v| format!("{v:?}"))?;
+    let program = convert::program(&proto).map_err(|e| e.to_string())?;
+    Ok((tenant, program))
+}
+
+/// Runs the loop until `shutdown`, then commits, leaves the group and returns.
+pub fn run_blocking(
+    config: &Config,
+    shutdown: &CancellationToken,
+    ready: Ready,
+) -> Result<(), AttributorError> {
+    let topics = Topics::with_prefix(&config.topic_prefix);
+    let mut names = BTreeMap::new();
+    for (source, name) in [
+        (Source::Clicks, &topics.clicks),
+        (Source::Signups, &topics.signups),
+        (Source::Orders, &topics.orders),
+        (Source::Adjustments, &topics.adjustments),
+        (Source::LeadStatus, &topics.lead_status),
+        (Source::Index, &topics.order_index),
+    ] {
+        names.insert(name.clone(), source);
+    }
+
+    let mut producer_config = adapters::transactional_producer_config(
+        &config.kafka_brokers,
+        &format!("payoff-attributor-{}", config.instance_id),
+        config.transaction_timeout,
+    )
+    .map_err(|e| AttributorError::Kafka(e.to_string()))?;
+    producer_config
+        .set("partitioner", topology::PARTITIONER)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("compression.type", "lz4");
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        producer_config.create().map_err(kafka("producer"))?;
+    producer
+        .init_transactions(config.transaction_timeout)
+        .map_err(kafka("init transactions"))?;
+
+    let feed = ProgramFeed::new(&config.kafka_brokers, &topics.programs)?;
+    let mut programs = Programs::default();
+    let loaded = feed.poll(&mut programs, true, shutdown)?;
+    tracing::info!(versions = loaded, tenants = programs.tenants(), "programs loaded");
+
+    let settings = Settings {
+        correction_wait: payoff_core::time::Duration(
+            i64::try_from(config.correction_wait.as_millis()).unwrap_or(i64::MAX),
+        ),
+        ..Settings::default()
+    };
+    let worker = Arc::new(Mutex::new(Worker {
+        producer,
+        topics: topics.clone(),
+        brokers: config.kafka_brokers.clone(),
+        settings,
+        tasks: BTreeMap::new(),
+        programs,
+        in_txn: false,
+        records: 0,
+        opened: Instant::now(),
+        outputs: Vec::new(),
+        credit_times: Vec::new(),
+        timeout: config.transaction_timeout,
+        reassigned: false,
+        failed: None,
+        blocked: BTreeMap::new(),
+        ready,
+    }));
+
+    let mut consumer_config: ClientConfig = adapters::read_committed_consumer_config(
+        &config.kafka_brokers,
+        &config.group_id,
+        adapters::StartFrom::Earliest,
+    )
+    .map_err(|e| AttributorError::Kafka(e.to_string()))?;
+    consumer_config
+        .set("enable.partition.eof", "true")
+        .set("partition.assignment.strategy", "range")
+        .set("statistics.interval.ms", "5000")
+        .set("client.id", format!("payoff-attributor-{}", config.instance_id));
+    let consumer: Arc<BaseConsumer<Context>> = Arc::new(
+        consumer_config
+            .create_with_context(Context {
+                worker: worker.clone(),
+            })
+            .map_err(kafka("consumer"))?,
+    );
+    let inputs: Vec<&str> = names.keys().map(String::as_str).collect();
+    consumer.subscribe(&inputs).map_err(kafka("subscribe"))?;
+    tracing::info!(group = %config.group_id, instance = %config.instance_id, "attributor consuming");
+
+    let mut queues: Vec<(Source, i32, PartitionQueue<Context>)> = Vec::new();
+    let mut idle = false;
+    let mut state_measured = Instant::now();
+    let result = loop {
+        if shutdown.is_cancelled() {
+            break Ok(());
+        }
+        // 1. The main queue: rebalances (their callbacks lock the worker), errors, and
+        //    records of partitions whose queue is not split yet.
+        let wait = if idle { Duration::from_millis(20) } else { Duration::ZERO };
+        if let Some(polled) = consumer.poll(wait) {
+            match polled {
+                Ok(msg) => {
+                    let source = names.get(msg.topic()).copied();
+                    let mut w = lock(&worker);
+                    if let Some(source) = source
+                        && let Err(e) = w.offer(source, &msg)
+                    {
+                        break Err(e);
+                    }
+                }
+                Err(KafkaError::PartitionEOF(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "consumer error"),
+            }
+        }
+        let mut w = lock(&worker);
+        if let Some(e) = w.failed.take() {
+            break Err(e);
+        }
+        if w.reassigned {
+            w.reassigned = false;
+            queues.clear();
+            let assignment = consumer.assignment().map_err(kafka("assignment"));
+            let assignment = match assignment {
+                Ok(a) => a,
+                Err(e) => break Err(e),
+            };
+            for e in assignment.elements() {
+                if let (Some(source), Some(queue)) = (
+                    names.get(e.topic()).copied(),
+                    consumer.split_partition_queue(e.topic(), e.partition()),
+                ) {
+                    queues.push((source, e.partition(), queue));
+                }
+            }
+        }
+        // Program versions published since.
+        {
+            let Worker { programs, .. } = &mut *w;
+            if let Err(e) = feed.poll(programs, false, shutdown) {
+                break Err(e);
+            }
+        }
+        // 2. Each partition's own queue.
+        let mut got = 0usize;
+        let mut failed = None;
+        for (source, partition, queue) in &queues {
+            for _ in 0..PER_QUEUE {
+                match queue.poll(Duration::ZERO) {
+                    Some(Ok(msg)) => {
+                        got += 1;
+                        if let Err(e) = w.offer(*source, &msg) {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => {
+                        if let Some(task) = w.tasks.get_mut(partition) {
+                            task.set_at_end(*source, true);
+                        }
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "partition queue error");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if failed.is_some() {
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            break Err(e);
+        }
+        // 3. Merge and process.
+        if let Err(e) = w.pump(config.max_idle) {
+            break Err(e);
+        }
+        // 4. Commit when due.
+        let due = w.in_txn
+            && (w.records >= config.batch_records || w.opened.elapsed() >= config.batch_interval);
+        if due && let Err(e) = w.commit(&consumer) {
+            break Err(e);
+        }
+        if state_measured.elapsed() >= STATE_EVERY {
+            state_measured = Instant::now();
+            let visitors: usize = w.tasks.values().map(Task::visitors).sum();
+            let bytes: usize = w.tasks.values().map(Task::state_bytes).sum();
+            metrics::gauge!(m::STATE_VISITORS).set(visitors as f64);
+            metrics::gauge!(m::STATE_BYTES).set(bytes as f64);
+        }
+        idle = got == 0;
+    };
+    // Shutdown: finish the open transaction, then leave the group (the revocation
+    // callback commits nothing more) and flush.
+    let finished = {
+        let mut w = lock(&worker);
+        let _ = w.ready.send(false);
+        if result.is_ok() {
+            w.commit(&consumer)
+        } else if w.in_txn {
+            metrics::counter!(m::ABORTS).increment(1);
+            w.in_txn = false;
+            w.producer
+                .abort_transaction(config.transaction_timeout)
+                .map_err(kafka("abort transaction"))
+        } else {
+            Ok(())
+        }
+    };
+    drop(queues);
+    consumer.unsubscribe();
+    // Serve the revocation the unsubscribe triggers.
+    let _ = consumer.poll(Duration::from_millis(100));
+    tracing::info!("attributor stopped");
+    result.and(finished)
+}

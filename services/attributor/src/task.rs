@@ -1,0 +1,818 @@
+//! One task: everything the attributor does for one partition number, with no IO.
+//!
+//! Partition *p* of clicks, signups and orders (one visitor's events), of adjustments and
+//! lead status (one order's or lead's corrections) and of the order index meet in task *p*
+//! (co-partitioned topics). The task
+//! - merges its event inputs by event time (the smallest head first, waiting for an input
+//!   that is empty but not at its end), so no input runs ahead of the others;
+//! - feeds each tenant's events through the core's reorder buffer and `decide`/`apply`,
+//!   exactly as `Engine` does;
+//! - sends each attributed conversion to the order index (keyed like its corrections, so
+//!   it reaches the task that will see them) and holds a correction whose conversion is
+//!   not indexed yet, until it is or until event time passes the wait;
+//! - collects the changelog entries its facts changed, and knows, per input, the offset
+//!   from which a restarted task must read again: the earliest event it still holds.
+//!
+//! Everything a task emits is an [`Output`]; the caller writes outputs, changelog and
+//! offsets in one Kafka transaction.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet, VecDeque},
+    sync::Arc,
+};
+
+use payoff_adapters::topology;
+use payoff_core::{
+    attribution::{
+        self, AttributionState, ConversionKey, ConversionRecord, Fact, Skip, StateKey,
+        reorder::ReorderBuffer,
+    },
+    event::{Event, Payload},
+    ids::{EventId, TenantId},
+    program::{Program, ProgramHistory},
+    time::{Duration, Timestamp},
+};
+
+use crate::codec::{self, ChangelogKey, ChangelogValue, DecodeError, Entry, IndexRecord};
+
+/// How often (in event time) a tenant's state is swept for expired entries (as `Engine`).
+const EXPIRY_EVERY: Duration = Duration::hours(1);
+
+/// The inputs of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// Clicks, keyed by tenant + visitor.
+    Clicks,
+    /// Signups, keyed by tenant + visitor.
+    Signups,
+    /// Orders, keyed by tenant + visitor.
+    Orders,
+    /// Adjustments, keyed by tenant + order.
+    Adjustments,
+    /// Lead status, keyed by tenant + lead.
+    LeadStatus,
+    /// The order index, keyed by tenant + order or lead.
+    Index,
+}
+
+impl Source {
+    /// The event inputs, merged by event time.
+    pub const EVENTS: [Self; 5] = [
+        Self::Clicks,
+        Self::Signups,
+        Self::Orders,
+        Self::Adjustments,
+        Self::LeadStatus,
+    ];
+    /// Every input.
+    pub const ALL: [Self; 6] = [
+        Self::Clicks,
+        Self::Signups,
+        Self::Orders,
+        Self::Adjustments,
+        Self::LeadStatus,
+        Self::Index,
+    ];
+
+    /// Position in [`Source::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A bounded label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Clicks => "clicks",
+            Self::Signups => "signups",
+            Self::Orders => "orders",
+            Self::Adjustments => "adjustments",
+            Self::LeadStatus => "lead_status",
+            Self::Index => "order_index",
+        }
+    }
+}
+
+/// One consumed record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Its input.
+    pub source: Source,
+    /// Its offset in the input partition.
+    pub offset: i64,
+    /// The record's timestamp (ms since the epoch), when it has one.
+    pub timestamp: Option<i64>,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes.
+    pub payload: Option<Vec<u8>>,
+}
+
+/// What a task asks its caller to write, in the transaction of the records it consumed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A credit for the `credits` topic.
+    Credit {
+        /// Tenant + campaign + creator.
+        key: String,
+        /// `payoff.v1.Credit`.
+        payload: Vec<u8>,
+        /// Event time of the credit (for the attribution-latency histogram).
+        occurred_at: Timestamp,
+        /// Credit kind (a bounded label).
+        kind: &'static str,
+    },
+    /// A conversion for the order-index topic.
+    Index {
+        /// Tenant + order or lead (the key of its corrections).
+        key: String,
+        /// The encoded [`IndexRecord`].
+        payload: Vec<u8>,
+    },
+    /// A changelog record for this task's partition (`None`: a tombstone).
+    Changelog {
+        /// The encoded [`ChangelogKey`].
+        key: Vec<u8>,
+        /// The encoded [`ChangelogValue`].
+        payload: Option<Vec<u8>>,
+    },
+    /// A record that cannot be used, for the dead-letter topic.
+    DeadLetter {
+        /// Its input.
+        source: Source,
+        /// Its offset.
+        offset: i64,
+        /// Its key.
+        key: Option<Vec<u8>>,
+        /// Its value.
+        payload: Option<Vec<u8>>,
+        /// A bounded reason.
+        reason: &'static str,
+        /// The details.
+        detail: String,
+    },
+}
+
+/// Every tenant's program history, from the `programs` topic.
+#[derive(Debug, Clone, Default)]
+pub struct Programs {
+    tenants: HashMap<TenantId, Arc<ProgramHistory>>,
+}
+
+impl Programs {
+    /// Adds a version of a tenant's program.
+    pub fn insert(&mut self, tenant: TenantId, program: Program) {
+        let history = self.tenants.entry(tenant).or_default();
+        Arc::make_mut(history).insert(program);
+    }
+
+    /// A tenant's history, if it has one.
+    pub fn get(&self, tenant: &TenantId) -> Option<&ProgramHistory> {
+        self.tenants.get(tenant).map(|h| &**h)
+    }
+
+    /// Number of tenants with a program.
+    pub fn tenants(&self) -> usize {
+        self.tenants.len()
+    }
+}
+
+/// Tunables of a task.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long (in event time) a correction waits for its conversion to be indexed.
+    pub correction_wait: Duration,
+    /// Queued events beyond which the merge stops waiting for empty inputs.
+    pub max_queued: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            correction_wait: Duration::hours(1),
+            max_queued: 200_000,
+        }
+    }
+}
+
+/// The results an event can have, for metrics.
+pub const RESULTS: [&str; 8] = [
+    "credited",
+    "unattributed",
+    "duplicate",
+    "skipped",
+    "flagged",
+    "waiting",
+    "dead_lettered",
+    "indexed",
+];
+
+/// Event types, for metrics (the order index is counted as its own type).
+pub const TYPES: [&str; 7] = [
+    "click",
+    "signup",
+    "order",
+    "adjustment",
+    "lead_status",
+    "engagement",
+    "order_index",
+];
+
+/// Counts by type and result since the last [`Task::take_stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// `counts[type][result]`, indexed as [`TYPES`] and [`RESULTS`].
+    pub counts: [[u64; RESULTS.len()]; TYPES.len()],
+}
+
+impl Stats {
+    fn add(&mut self, kind: usize, result: usize) {
+        self.counts[kind][result] += 1;
+    }
+
+    /// Non-zero counts with their labels.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> + '_ {
+        self.counts.iter().enumerate().flat_map(|(t, row)| {
+            row.iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(move |(r, n)| (TYPES[t], RESULTS[r], *n))
+        })
+    }
+}
+
+fn type_index(payload: &Payload) -> usize {
+    match payload {
+        Payload::Click(_) => 0,
+        Payload::Signup(_) => 1,
+        Payload::Order(_) => 2,
+        Payload::Adjustment(_) => 3,
+        Payload::LeadStatus(_) => 4,
+        Payload::Engagement(_) => 5,
+    }
+}
+
+const CREDITED: usize = 0;
+const UNATTRIBUTED: usize = 1;
+const DUPLICATE: usize = 2;
+const SKIPPED: usize = 3;
+const FLAGGED: usize = 4;
+const WAITING: usize = 5;
+const DEAD_LETTERED: usize = 6;
+const INDEXED: usize = 7;
+const INDEX_TYPE: usize = 6;
+
+/// The raw bytes of a correction, kept for the dead-letter topic.
+#[derive(Debug, Clone)]
+struct Raw {
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+}
+
+/// Where an event held by the task came from.
+#[derive(Debug, Clone)]
+struct Held {
+    source: Source,
+    offset: i64,
+    raw: Option<Raw>,
+}
+
+/// A decoded event waiting in an input queue.
+#[derive(Debug)]
+struct Queued {
+    tenant: TenantId,
+    event: Event,
+    held: Held,
+}
+
+/// A correction waiting for its conversion.
+#[derive(Debug)]
+struct Waiting {
+    seq: u64,
+    event: Event,
+    held: Held,
+}
+
+/// What a task keeps for one tenant.
+#[derive(Debug, Default)]
+struct TenantState {
+    buffer: Option<ReorderBuffer>,
+    attribution: AttributionState,
+    index: HashMap<ConversionKey, ConversionRecord>,
+    /// Events in the reorder buffer, by id, in arrival order.
+    held: HashMap<EventId, VecDeque<Held>>,
+    waiting: HashMap<ConversionKey, VecDeque<Waiting>>,
+    /// Waiting corrections by event time, for the wait limit.
+    waiting_by_time: BTreeSet<(Timestamp, u64, ConversionKey)>,
+    next_expiry: Option<Timestamp>,
+}
+
+/// What the task's parts share while one tenant's state is borrowed.
+#[derive(Debug, Default)]
+struct Book {
+    /// Offsets of events still held, per input.
+    held: [BTreeSet<i64>; 6],
+    /// Next offset to read, per input (last consumed + 1).
+    next: [Option<i64>; 6],
+    dirty: HashSet<ChangelogKey>,
+    stats: Stats,
+    seq: u64,
+    facts: Vec<Fact>,
+}
+
+/// One partition number's attribution.
+#[derive(Debug)]
+pub struct Task {
+    partition: i32,
+    settings: Settings,
+    queues: [VecDeque<Queued>; 5],
+    at_end: [bool; 5],
+    tenants: HashMap<TenantId, TenantState>,
+    book: Book,
+}
+
+impl Task {
+    /// An empty task for a partition number.
+    pub fn new(partition: i32, settings: Settings) -> Self {
+        Self {
+            partition,
+            settings,
+            queues: Default::default(),
+            at_end: [false; 5],
+            tenants: HashMap::new(),
+            book: Book::default(),
+        }
+    }
+
+    /// The partition number.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// Marks whether an input has been read to its end (an empty input at its end does
+    /// not hold the merge back).
+    pub fn set_at_end(&mut self, source: Source, at_end: bool) {
+        if let Some(flag) = self.at_end.get_mut(source.index()) {
+            *flag = at_end;
+        }
+    }
+
+    /// Takes one consumed record. Events are queued for [`Task::pump`]; order-index
+    /// records are applied at once; records that cannot be used go to the dead letters.
+    pub fn offer(&mut self, programs: &Programs, record: Record, out: &mut Vec<Output>) {
+        let i = record.source.index();
+        self.book.next[i] = Some(record.offset + 1);
+        if record.source == Source::Index {
+            self.offer_index(programs, record, out);
+            return;
+        }
+        self.at_end[i] = false;
+        let now = Timestamp(record.timestamp.unwrap_or(i64::MAX));
+        match codec::event(record.payload.as_deref(), now) {
+            Ok((tenant, event)) => {
+                let raw = matches!(record.source, Source::Adjustments | Source::LeadStatus)
+                    .then(|| Raw {
+                        key: record.key.clone(),
+                        payload: record.payload.clone(),
+                    });
+                self.book.held[i].insert(record.offset);
+                self.queues[i].push_back(Queued {
+                    tenant,
+                    event,
+                    held: Held {
+                        source: record.source,
+                        offset: record.offset,
+                        raw,
+                    },
+                });
+            }
+            Err(e) => dead_letter(&mut self.book, record, &e, out),
+        }
+    }
+
+    /// Processes queued events in event-time order for as long as no input that may
+    /// still deliver an earlier event is empty (`force`: regardless).
+    pub fn pump(&mut self, programs: &Programs, force: bool, out: &mut Vec<Output>) {
+        loop {
+            let queued: usize = self.queues.iter().map(VecDeque::len).sum();
+            let mut best: Option<(usize, Timestamp)> = None;
+            for (i, queue) in self.queues.iter().enumerate() {
+                match queue.front() {
+                    Some(q) => {
+                        if best.is_none_or(|(_, at)| q.event.occurred_at < at) {
+                            best = Some((i, q.event.occurred_at));
+                        }
+                    }
+                    None if !force && !self.at_end[i] && queued < self.settings.max_queued => {
+                        return;
+                    }
+                    None => {}
+                }
+            }
+            let Some((i, _)) = best else { return };
+            let Some(q) = self.queues[i].pop_front() else {
+                return;
+            };
+            self.push(programs, q, out);
+        }
+    }
+
+    /// True when an input's queue is empty and not known to be at its end (the merge
+    /// waits for it).
+    pub fn waiting_for(&self, source: Source) -> bool {
+        let i = source.index();
+        i < self.queues.len() && self.queues[i].is_empty() && !self.at_end[i]
+    }
+
+    /// Queued events not yet merged.
+    pub fn queued(&self) -> usize {
+        self.queues.iter().map(VecDeque::len).sum()
+    }
+
+    fn push(&mut self, programs: &Programs, q: Queued, out: &mut Vec<Output>) {
+        let history = programs.get(&q.tenant);
+        let state = self.tenants.entry(q.tenant.clone()).or_default();
+        let buffer = state.buffer.get_or_insert_with(|| {
+            ReorderBuffer::new(history.map_or_else(|| ProgramHistory::default().grace(), |h| h.grace()))
+        });
+        state
+            .held
+            .entry(q.event.id.clone())
+            .or_default()
+            .push_back(q.held);
+        let mut released = Vec::new();
+        buffer.push(q.event, &mut released);
+        let empty = ProgramHistory::default();
+        let history = history.unwrap_or(&empty);
+        for event in released {
+            let held = state
+                .held
+                .get_mut(&event.id)
+                .and_then(VecDeque::pop_front);
+            if state.held.get(&event.id).is_some_and(VecDeque::is_empty) {
+                state.held.remove(&event.id);
+            }
+            let Some(held) = held else {
+                unreachable!("every buffered event was recorded as held")
+            };
+            expire(&q.tenant, state, history, event.occurred_at, &mut self.book);
+            process(&q.tenant, state, history, event, held, &mut self.book, out);
+        }
+        let settings = self.settings;
+        time_out_waiting(&q.tenant, state, settings, &mut self.book, out);
+    }
+
+    fn offer_index(&mut self, programs: &Programs, record: Record, out: &mut Vec<Output>) {
+        let index = match codec::index_from(record.payload.as_deref()) {
+            Ok(index) => index,
+            Err(e) => {
+                dead_letter(&mut self.book, record, &e, out);
+                return;
+            }
+        };
+        self.book.stats.add(INDEX_TYPE, INDEXED);
+        let IndexRecord {
+            tenant,
+            key,
+            record: conversion,
+        } = index;
+        let state = self.tenants.entry(tenant.clone()).or_default();
+        if !state.index.contains_key(&key) {
+            state.index.insert(key.clone(), conversion);
+            self.book.dirty.insert(ChangelogKey {
+                tenant: tenant.clone(),
+                entry: Entry::Index(key.clone()),
+            });
+        }
+        let Some(waiting) = state.waiting.remove(&key) else {
+            return;
+        };
+        let empty = ProgramHistory::default();
+        let history = programs.get(&tenant).unwrap_or(&empty);
+        for w in waiting {
+            state
+                .waiting_by_time
+                .remove(&(w.event.occurred_at, w.seq, key.clone()));
+            process(&tenant, state, history, w.event, w.held, &mut self.book, out);
+        }
+    }
+
+    /// Appends a changelog record for every entry changed since the last call.
+    pub fn flush_changelog(&mut self, out: &mut Vec<Output>) {
+        for key in self.book.dirty.drain() {
+            let value = self.tenants.get(&key.tenant).and_then(|s| match &key.entry {
+                Entry::State(k) => s.attribution.entry(*k).map(ChangelogValue::State),
+                Entry::Index(k) => s.index.get(k).cloned().map(ChangelogValue::Index),
+            });
+            out.push(Output::Changelog {
+                key: codec::changelog_key(&key),
+                payload: value.as_ref().map(codec::changelog_value),
+            });
+        }
+    }
+
+    /// Folds one changelog record back in (restore, before any input is processed).
+    pub fn restore(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<(), DecodeError> {
+        let (key, value) = codec::changelog_from(key, value)?;
+        let state = self.tenants.entry(key.tenant).or_default();
+        match (key.entry, value) {
+            (Entry::State(k), Some(ChangelogValue::State(v))) => {
+                state.attribution.restore(k, Some(v));
+            }
+            (Entry::State(k), None) => state.attribution.restore(k, None),
+            (Entry::Index(k), Some(ChangelogValue::Index(r))) => {
+                state.index.insert(k, r);
+            }
+            (Entry::Index(k), None) => {
+                state.index.remove(&k);
+            }
+            (entry, Some(_)) => {
+                return Err(DecodeError::Undecodable {
+                    what: "changelog record",
+                    detail: format!("value does not match key {entry:?}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a restarted task must read each input again: the earliest offset of an
+    /// event still held (in the reorder buffer or waiting), else the next offset.
+    pub fn offsets(&self) -> Vec<(Source, i64)> {
+        Source::ALL
+            .iter()
+            .filter_map(|s| {
+                let i = s.index();
+                let next = self.book.next[i]?;
+                let held = self.book.held[i].first().copied();
+                Some((*s, held.map_or(next, |h| h.min(next))))
+            })
+            .collect()
+    }
+
+    /// Counts since the last call.
+    pub fn take_stats(&mut self) -> Stats {
+        std::mem::take(&mut self.book.stats)
+    }
+
+    /// Visitors remembered, over all tenants.
+    pub fn visitors(&self) -> usize {
+        self.tenants.values().map(|s| s.attribution.visitors()).sum()
+    }
+
+    /// Changelog bytes of the whole state (an encoding of every entry; a scan).
+    pub fn state_bytes(&self) -> usize {
+        let mut bytes = 0;
+        for (tenant, s) in &self.tenants {
+            for k in s.attribution.keys() {
+                let key = ChangelogKey {
+                    tenant: tenant.clone(),
+                    entry: Entry::State(k),
+                };
+                bytes += codec::changelog_key(&key).len();
+                if let Some(v) = s.attribution.entry(k) {
+                    bytes += codec::changelog_value(&ChangelogValue::State(v)).len();
+                }
+            }
+            for (k, r) in &s.index {
+                let key = ChangelogKey {
+                    tenant: tenant.clone(),
+                    entry: Entry::Index(k.clone()),
+                };
+                bytes += codec::changelog_key(&key).len();
+                bytes += codec::changelog_value(&ChangelogValue::Index(r.clone())).len();
+            }
+        }
+        bytes
+    }
+}
+
+fn dead_letter(book: &mut Book, record: Record, error: &DecodeError, out: &mut Vec<Output>) {
+    let kind = match record.source {
+        Source::Index => INDEX_TYPE,
+        s => s.index(),
+    };
+    book.stats.add(kind, DEAD_LETTERED);
+    out.push(Output::DeadLetter {
+        source: record.source,
+        offset: record.offset,
+        key: record.key,
+        payload: record.payload,
+        reason: error.reason(),
+        detail: error.to_string(),
+    });
+}
+
+fn expire(
+    tenant: &TenantId,
+    state: &mut TenantState,
+    history: &ProgramHistory,
+    at: Timestamp,
+    book: &mut Book,
+) {
+    let due = state.next_expiry.get_or_insert(at.plus(EXPIRY_EVERY));
+    if at < *due {
+        return;
+    }
+    *due = at.plus(EXPIRY_EVERY);
+    let before = state
+        .buffer
+        .as_ref()
+        .and_then(ReorderBuffer::watermark)
+        .unwrap_or(at)
+        .minus(history.retention());
+    state.attribution.expire_tracked(before, |k| {
+        book.dirty.insert(ChangelogKey {
+            tenant: tenant.clone(),
+            entry: Entry::State(k),
+        });
+    });
+}
+
+/// Decides and applies one released event, as `Engine::process` does; a correction whose
+/// conversion is not indexed yet waits instead.
+fn process(
+    tenant: &TenantId,
+    state: &mut TenantState,
+    history: &ProgramHistory,
+    event: Event,
+    held: Held,
+    book: &mut Book,
+    out: &mut Vec<Output>,
+) {
+    let kind = type_index(&event.payload);
+    let correction = match &event.payload {
+        Payload::Adjustment(a) => Some(ConversionKey::Order(a.order.clone())),
+        Payload::LeadStatus(l) => Some(ConversionKey::Lead(l.lead.clone())),
+        _ => None,
+    };
+    if let Some(key) = &correction
+        && let Some(queue) = state.waiting.get_mut(key)
+    {
+        // Corrections of one conversion are decided in order: behind those waiting.
+        book.seq += 1;
+        state
+            .waiting_by_time
+            .insert((event.occurred_at, book.seq, key.clone()));
+        queue.push_back(Waiting {
+            seq: book.seq,
+            event,
+            held,
+        });
+        book.stats.add(kind, WAITING);
+        return;
+    }
+    let mut facts = std::mem::take(&mut book.facts);
+    facts.clear();
+    attribution::decide_into(&state.attribution, &state.index, history, &event, &mut facts);
+    let unknown = facts.iter().any(|f| {
+        matches!(
+            f,
+            Fact::Skipped {
+                reason: Skip::UnknownConversion,
+                ..
+            }
+        )
+    });
+    if let (Some(key), true) = (correction, unknown) {
+        book.seq += 1;
+        state
+            .waiting_by_time
+            .insert((event.occurred_at, book.seq, key.clone()));
+        state.waiting.entry(key).or_default().push_back(Waiting {
+            seq: book.seq,
+            event,
+            held,
+        });
+        book.stats.add(kind, WAITING);
+        book.facts = facts;
+        return;
+    }
+    book.held[held.source.index()].remove(&held.offset);
+    let mut result = None;
+    for fact in &facts {
+        attribution::apply(&mut state.attribution, fact);
+        if let Some(k) = StateKey::changed_by(fact) {
+            book.dirty.insert(ChangelogKey {
+                tenant: tenant.clone(),
+                entry: Entry::State(k),
+            });
+        }
+        match fact {
+            Fact::Indexed { key, record } => {
+                let text = match key {
+                    ConversionKey::Order(o) => o.as_str(),
+                    ConversionKey::Lead(l) => l.as_str(),
+                };
+                out.push(Output::Index {
+                    key: topology::key(&[tenant.as_str(), text]),
+                    payload: codec::index(&IndexRecord {
+                        tenant: tenant.clone(),
+                        key: key.clone(),
+                        record: record.clone(),
+                    }),
+                });
+                index_fact(tenant, state, fact, key, book);
+            }
+            Fact::Refunded { key, .. } => index_fact(tenant, state, fact, key, book),
+            Fact::Credited(credit) => {
+                out.push(Output::Credit {
+                    key: topology::key(&[
+                        tenant.as_str(),
+                        credit.campaign.as_str(),
+                        credit.creator.as_str(),
+                    ]),
+                    payload: codec::credit(tenant, credit),
+                    occurred_at: credit.occurred_at,
+                    kind: credit.kind.name(),
+                });
+                result = Some(CREDITED);
+            }
+            Fact::Duplicate { .. } => result = result.or(Some(DUPLICATE)),
+            Fact::Unattributed { .. } => result = result.or(Some(UNATTRIBUTED)),
+            Fact::Flagged { .. } => result = result.or(Some(FLAGGED)),
+            Fact::Skipped { .. } => result = result.or(Some(SKIPPED)),
+            _ => {}
+        }
+    }
+    book.stats.add(kind, result.unwrap_or(SKIPPED));
+    facts.clear();
+    book.facts = facts;
+}
+
+fn index_fact(
+    tenant: &TenantId,
+    state: &mut TenantState,
+    fact: &Fact,
+    key: &ConversionKey,
+    book: &mut Book,
+) {
+    attribution::apply_index(&mut state.index, fact);
+    book.dirty.insert(ChangelogKey {
+        tenant: tenant.clone(),
+        entry: Entry::Index(key.clone()),
+    });
+}
+
+/// Corrections that waited longer (in event time) than the limit go to the dead letters;
+/// their ids are remembered, so a re-read after a restart is a duplicate.
+fn time_out_waiting(
+    tenant: &TenantId,
+    state: &mut TenantState,
+    settings: Settings,
+    book: &mut Book,
+    out: &mut Vec<Output>,
+) {
+    let Some(watermark) = state.buffer.as_ref().and_then(ReorderBuffer::watermark) else {
+        return;
+    };
+    while let Some((at, seq, key)) = state.waiting_by_time.first().cloned() {
+        if at.plus(settings.correction_wait) > watermark {
+            return;
+        }
+        state.waiting_by_time.pop_first();
+        let Some(queue) = state.waiting.get_mut(&key) else {
+            continue;
+        };
+        let Some(pos) = queue.iter().position(|w| w.seq == seq) else {
+            continue;
+        };
+        let Some(w) = queue.remove(pos) else { continue };
+        if queue.is_empty() {
+            state.waiting.remove(&key);
+        }
+        let seen = Fact::Seen {
+            event: w.event.id.clone(),
+            at: w.event.occurred_at,
+        };
+        attribution::apply(&mut state.attribution, &seen);
+        if let Some(k) = StateKey::changed_by(&seen) {
+            book.dirty.insert(ChangelogKey {
+                tenant: tenant.clone(),
+                entry: Entry::State(k),
+            });
+        }
+        book.held[w.held.source.index()].remove(&w.held.offset);
+        book.stats.add(type_index(&w.event.payload), DEAD_LETTERED);
+        let raw = w.held.raw.unwrap_or(Raw {
+            key: None,
+            payload: None,
+        });
+        let what = match &key {
+            ConversionKey::Order(o) => format!("order {o}"),
+            ConversionKey::Lead(l) => format!("lead {l}"),
+        };
+        out.push(Output::DeadLetter {
+            source: w.held.source,
+            offset: w.held.offset,
+            key: raw.key,
+            payload: raw.payload,
+            reason: "unknown_conversion",
+            detail: format!(
+                "{what} was not attributed within {} of event time",
+                humantime::format_duration(std::time::Duration::from_millis(
+                    u64::try_from(settings.correction_wait.millis()).unwrap_or(0)
+                ))
+            ),
+        });
+    }
+}

@@ -1,0 +1,463 @@
+//! The attributor against the real Kafka, as a process (so it can be killed with
+//! SIGKILL): the credits topic must hold exactly the credits `Engine` (what `payoff
+//! replay` runs) gives for the same events, through kill -9 mid-stream, through a second
+//! instance leaving the group, with late clicks and with poison records.
+//!
+//! Every wait is a poll with a deadline; nothing sleeps.
+
+use std::{
+    collections::BTreeMap,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use payoff_adapters::{
+    kafka::{self as adapters, StartFrom},
+    topology::{self, Topics},
+};
+use payoff_core::credit::Credit;
+use payoff_proto::{convert::credit_from_proto, v1};
+use payoff_tests::{
+    fixture,
+    scenario::{self, Options, Scenario},
+};
+use prost::Message as _;
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    error::KafkaError,
+    message::Headers,
+    producer::{FutureProducer, FutureRecord},
+};
+
+const PARTITIONS: i32 = 4;
+const DEADLINE: Duration = Duration::from_secs(180);
+
+/// Topics, a group and the brokers of one test.
+struct Setup {
+    brokers: String,
+    prefix: String,
+    topics: Topics,
+    group: String,
+}
+
+impl Setup {
+    async fn new(name: &str) -> Result<Self> {
+        let brokers = fixture::kafka_brokers();
+        let prefix = format!("{}.", fixture::unique_name(name));
+        let topics = Topics::with_prefix(&prefix);
+        adapters::ensure_topics(&brokers, &topics.specs(PARTITIONS, 1), Duration::from_secs(30))
+            .await
+            .context("create topics")?;
+        Ok(Self {
+            brokers,
+            group: fixture::unique_name("attributor"),
+            prefix,
+            topics,
+        })
+    }
+
+    fn producer(&self) -> Result<FutureProducer> {
+        let mut config = adapters::base_config(&self.brokers, "attributor-test")?;
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", topology::PARTITIONER);
+        Ok(config.create()?)
+    }
+
+    async fn publish_program(&self, scenario: &Scenario) -> Result<()> {
+        let key = topology::key(&[scenario::TENANT, "1"]);
+        let payload = scenario.program.encode_to_vec();
+        self.producer()?
+            .send(
+                FutureRecord::to(&self.topics.programs)
+                    .key(&key)
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .context("publish program")?;
+        Ok(())
+    }
+
+    /// Produces records in order (one idempotent producer keeps each partition's order).
+    async fn produce(&self, records: &[(String, String, Vec<u8>)]) -> Result<()> {
+        let producer = self.producer()?;
+        let mut deliveries = Vec::with_capacity(records.len());
+        for (topic, key, payload) in records {
+            deliveries.push(producer.send_result(
+                FutureRecord::to(topic).key(key).payload(payload),
+            ).map_err(|(e, _)| e)?);
+        }
+        for d in deliveries {
+            d.await
+                .context("delivery dropped")?
+                .map_err(|(e, _)| e)
+                .context("not delivered")?;
+        }
+        Ok(())
+    }
+
+    fn scenario_records(&self, scenario: &Scenario) -> Vec<(String, String, Vec<u8>)> {
+        scenario
+            .records(&self.topics)
+            .into_iter()
+            .map(|(t, k, e)| (t, k, e.encode_to_vec()))
+            .collect()
+    }
+
+    fn start(&self, instance: &str) -> Result<Attributor> {
+        let child = Command::new(env!("CARGO_BIN_EXE_payoff-attributor"))
+            .args([
+                "--kafka-brokers",
+                &self.brokers,
+                "--topic-prefix",
+                &self.prefix,
+                "--group-id",
+                &self.group,
+                "--instance-id",
+                instance,
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--correction-wait",
+                "3650days",
+                "--transaction-timeout",
+                "10s",
+                "--log-format",
+                "text",
+                "--log",
+                "warn",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("start payoff-attributor")?;
+        Ok(Attributor { child })
+    }
+
+    /// Every committed credit, decoded, sorted by id.
+    fn credits(&self, at_least: usize, deadline: Instant) -> Result<Vec<Credit>> {
+        let values = read_all(&self.brokers, &self.topics.credits, at_least, deadline)?;
+        let mut credits = values
+            .iter()
+            .map(|(_, v)| {
+                let proto = v1::Credit::decode(v.as_slice())?;
+                let (_, credit) = credit_from_proto(&proto).map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(credit)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        credits.sort_by_key(|c| c.id);
+        Ok(credits)
+    }
+}
+
+/// A running attributor process.
+struct Attributor {
+    child: Child,
+}
+
+impl Attributor {
+    fn kill9(mut self) -> Result<()> {
+        self.child.kill().context("SIGKILL")?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(mut self) -> Result<()> {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status()?;
+        ensure!(status.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                ensure!(status.success(), "attributor exited with {status}");
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "attributor did not stop within 60 s");
+            // Polling a child process: there is no event to wait on.
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Attributor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads a topic (read_committed) from the beginning until at least `at_least` records
+/// and the end of every partition; returns (headers, value) per record.
+fn read_all(
+    brokers: &str,
+    topic: &str,
+    at_least: usize,
+    deadline: Instant,
+) -> Result<Vec<(BTreeMap<String, String>, Vec<u8>)>> {
+    let mut config: ClientConfig =
+        adapters::read_committed_consumer_config(brokers, &fixture::unique_name("reader"), StartFrom::Earliest)?;
+    config.set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = config.create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let mut at_end = [false; PARTITIONS as usize];
+    loop {
+        if out.len() >= at_least && at_end.iter().all(|e| *e) {
+            return Ok(out);
+        }
+        if Instant::now() > deadline {
+            bail!("{topic}: {} records before the deadline, wanted at least {at_least}", out.len());
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                at_end[m.partition() as usize] = false;
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((headers, m.payload().unwrap_or_default().to_vec()));
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+}
+
+fn describe(credits: &[Credit]) -> BTreeMap<&'static str, usize> {
+    let mut kinds = BTreeMap::new();
+    for c in credits {
+        *kinds.entry(c.kind.name()).or_default() += 1;
+    }
+    kinds
+}
+
+/// Asserts equality with a readable difference.
+fn assert_same(got: &[Credit], want: &[Credit]) {
+    if got == want {
+        return;
+    }
+    let missing: Vec<_> = want.iter().filter(|c| !got.contains(c)).take(5).collect();
+    let extra: Vec<_> = got.iter().filter(|c| !want.contains(c)).take(5).collect();
+    panic!(
+        "credits differ: got {} {:?}, want {} {:?}\nmissing (first 5): {missing:#?}\nextra (first 5): {extra:#?}",
+        got.len(),
+        describe(got),
+        want.len(),
+        describe(want)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_equal_the_replay_of_the_same_events() -> Result<()> {
+    let setup = Setup::new("attr-eq").await?;
+    let scenario = scenario::generate(Options::default());
+    let want = scenario.oracle();
+    setup.publish_program(&scenario).await?;
+    setup.produce(&setup.scenario_records(&scenario)).await?;
+    let attributor = setup.start("eq-0")?;
+    let deadline = Instant::now() + DEADLINE;
+    let got = setup.credits(want.len(), deadline)?;
+    attributor.stop()?;
+    let after_stop = setup.credits(want.len(), deadline)?;
+    assert_same(&got, &want);
+    assert_same(&after_stop, &want);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_loses_nothing_and_doubles_nothing() -> Result<()> {
+    let setup = Setup::new("attr-kill").await?;
+    let scenario = scenario::generate(Options {
+        seed: 11,
+        ..Options::default()
+    });
+    let want = scenario.oracle();
+    setup.publish_program(&scenario).await?;
+    let records = setup.scenario_records(&scenario);
+    let chunks = 4;
+    let size = records.len().div_ceil(chunks);
+    let deadline = Instant::now() + DEADLINE;
+    // Produce a quarter, let the attributor get going, kill it, produce the next, restart.
+    for (i, chunk) in records.chunks(size).enumerate() {
+        setup.produce(chunk).await?;
+        let attributor = setup.start("kill-0")?;
+        if i + 1 < chunks {
+            // Wait until it has committed something new, then kill it mid-stream.
+            let seen = read_all(&setup.brokers, &setup.topics.credits, 0, deadline)?.len();
+            let target = seen + 1;
+            read_all(&setup.brokers, &setup.topics.credits, target, deadline)?;
+            attributor.kill9()?;
+        } else {
+            let got = setup.credits(want.len(), deadline)?;
+            attributor.stop()?;
+            assert_same(&got, &want);
+        }
+    }
+    let got = setup.credits(want.len(), deadline)?;
+    assert_same(&got, &want);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_leaving_moves_its_partitions_with_their_state() -> Result<()> {
+    let setup = Setup::new("attr-two").await?;
+    let scenario = scenario::generate(Options {
+        seed: 23,
+        ..Options::default()
+    });
+    let want = scenario.oracle();
+    setup.publish_program(&scenario).await?;
+    let records = setup.scenario_records(&scenario);
+    let (first, second) = records.split_at(records.len() / 2);
+    let a = setup.start("two-a")?;
+    let b = setup.start("two-b")?;
+    setup.produce(first).await?;
+    let deadline = Instant::now() + DEADLINE;
+    read_all(&setup.brokers, &setup.topics.credits, want.len() / 4, deadline)?;
+    b.stop()?;
+    setup.produce(second).await?;
+    let got = setup.credits(want.len(), deadline)?;
+    a.stop()?;
+    assert_same(&got, &want);
+    Ok(())
+}
+
+/// A small hand-written stream: visitor `in` gets a click 30 s before its order that
+/// arrives right after the order (within the grace); visitor `out` gets one 60 s before
+/// its order that arrives after a newer click of the same visitor, 10 minutes later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_click_counts_within_the_grace_period_and_not_after() -> Result<()> {
+    let setup = Setup::new("attr-late").await?;
+    let program = scenario::example_program();
+    let scenario_program = Scenario {
+        program: program.clone(),
+        events: Vec::new(),
+    };
+    setup.publish_program(&scenario_program).await?;
+    let click = |id: &str, at: &str, visitor: &str, link: &str| {
+        serde_json::json!({"eventId": id, "occurredAt": at,
+            "click": {"visitorId": visitor, "linkCode": link}})
+    };
+    let order = |id: &str, at: &str, visitor: &str| {
+        serde_json::json!({"eventId": id, "occurredAt": at,
+            "order": {"visitorId": visitor, "orderId": format!("order-{visitor}"),
+                      "amount": {"amount": "100.00", "currency": "USD"}}})
+    };
+    let mut events = vec![
+        click("c1", "2026-11-02T10:00:00Z", "in", "anna-spring"),
+        order("o1", "2026-11-02T10:05:00Z", "in"),
+        click("c2", "2026-11-02T10:04:30Z", "in", "ben-spring"),
+        click("c3", "2026-11-02T11:00:00Z", "out", "anna-spring"),
+        order("o2", "2026-11-02T11:05:00Z", "out"),
+        click("c4", "2026-11-02T11:15:00Z", "out", "anna-spring"),
+        click("c5", "2026-11-02T11:04:00Z", "out", "ben-spring"),
+    ];
+    for s in 0..200 {
+        events.push(click(
+            &format!("sentinel-{s}"),
+            "2026-11-20T00:00:00Z",
+            &format!("sentinel-{s}"),
+            "no-such-link",
+        ));
+    }
+    let events: Vec<v1::Event> = events
+        .into_iter()
+        .map(|j| {
+            let mut e: v1::Event = serde_json::from_value(j)?;
+            e.tenant_id = scenario::TENANT.to_owned();
+            Ok(e)
+        })
+        .collect::<Result<_>>()?;
+    let scenario = Scenario { program, events };
+    let want = scenario.oracle();
+    setup.produce(&setup.scenario_records(&scenario)).await?;
+    let attributor = setup.start("late-0")?;
+    let deadline = Instant::now() + DEADLINE;
+    let got = setup.credits(want.len(), deadline)?;
+    attributor.stop()?;
+    assert_same(&got, &want);
+    let order_credit = |visitor: &str| {
+        got.iter()
+            .find(|c| c.kind.name() == "order" && c.cause.as_str() == visitor)
+            .map(|c| c.creator.as_str().to_owned())
+    };
+    assert_eq!(
+        order_credit("o1").as_deref(),
+        Some("ben"),
+        "the click 30 s before the order, arriving within the grace, is the last click"
+    );
+    assert_eq!(
+        order_credit("o2").as_deref(),
+        Some("anna"),
+        "the click that arrived after the grace does not count"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() -> Result<()> {
+    let setup = Setup::new("attr-poison").await?;
+    let scenario = scenario::generate(Options {
+        seed: 5,
+        visitors: 300,
+        sentinels: 200,
+    });
+    let want = scenario.oracle();
+    setup.publish_program(&scenario).await?;
+    let mut no_tenant = scenario.events[0].clone();
+    no_tenant.tenant_id.clear();
+    let mut records = vec![
+        (
+            setup.topics.clicks.clone(),
+            "poison".to_owned(),
+            b"\xff\xfe not protobuf".to_vec(),
+        ),
+        (
+            setup.topics.orders.clone(),
+            "poison-2".to_owned(),
+            no_tenant.encode_to_vec(),
+        ),
+    ];
+    records.extend(setup.scenario_records(&scenario));
+    setup.produce(&records).await?;
+    let attributor = setup.start("poison-0")?;
+    let deadline = Instant::now() + DEADLINE;
+    let got = setup.credits(want.len(), deadline)?;
+    let dead = read_all(&setup.brokers, &setup.topics.dead_letter, 2, deadline)?;
+    attributor.stop()?;
+    assert_same(&got, &want);
+    let mut reasons: Vec<&str> = dead
+        .iter()
+        .map(|(h, _)| h.get("payoff-reason").map_or("", String::as_str))
+        .collect();
+    reasons.sort_unstable();
+    assert_eq!(reasons, ["no_tenant", "undecodable"]);
+    assert!(
+        dead.iter()
+            .all(|(h, _)| h.contains_key("payoff-source-topic") && h.contains_key("payoff-detail")),
+        "{dead:?}"
+    );
+    assert_eq!(dead[0].1.is_empty(), false, "the original bytes are kept");
+    Ok(())
+}
