@@ -268,12 +268,17 @@ pub fn generate(options: Options) -> Scenario {
     }
     timed.sort_by_key(|t| (t.sec, t.n));
     let mut arrival: Vec<Value> = Vec::with_capacity(timed.len() * 11 / 10);
+    let mut after: std::collections::HashMap<String, Vec<Value>> =
+        after
+            .into_iter()
+            .fold(std::collections::HashMap::new(), |mut m, (a, e)| {
+                m.entry(a).or_insert_with(Vec::new).push(e);
+                m
+            });
     for t in timed {
         let event_id = t.json["eventId"].as_str().unwrap_or_default().to_owned();
         arrival.push(t.json);
-        for (_, late) in after.iter().filter(|(a, _)| *a == event_id) {
-            arrival.push(late.clone());
-        }
+        arrival.extend(after.remove(&event_id).unwrap_or_default());
     }
     // Resent duplicates: 3% of events again, a little later in arrival.
     let mut with_dups = Vec::with_capacity(arrival.len() * 103 / 100);
@@ -297,8 +302,9 @@ pub fn generate(options: Options) -> Scenario {
     let events = with_dups
         .into_iter()
         .map(|j| {
-            let mut e: v1::Event = serde_json::from_value(j.clone())
-                .unwrap_or_else(|err| panic!("generated event {j} is not a payoff.v1.Event: {err}"));
+            let mut e: v1::Event = serde_json::from_value(j.clone()).unwrap_or_else(|err| {
+                panic!("generated event {j} is not a payoff.v1.Event: {err}")
+            });
             e.tenant_id = TENANT.to_owned();
             convert::hash_pii(&mut e, SALT);
             e
@@ -361,7 +367,11 @@ mod tests {
         let credits = s.oracle();
         let kinds = |name: &str| credits.iter().filter(|c| c.kind.name() == name).count();
         for kind in ["click", "order", "lead", "reversal", "lead_status"] {
-            assert!(kinds(kind) > 0, "no {kind} credits in {} credits", credits.len());
+            assert!(
+                kinds(kind) > 0,
+                "no {kind} credits in {} credits",
+                credits.len()
+            );
         }
         let mut engine = Engine::new(s.programs());
         for e in s.core_events() {
@@ -371,6 +381,10 @@ mod tests {
         let counts = &engine.counts;
         assert!(counts.duplicates > 0, "{counts:?}");
         assert!(!counts.flagged.is_empty(), "{counts:?}");
-        assert_eq!(generate(Options::default()).events, s.events, "seeded: same events");
+        assert_eq!(
+            generate(Options::default()).events,
+            s.events,
+            "seeded: same events"
+        );
     }
 }

@@ -26,14 +26,22 @@ pub struct Config {
     #[arg(long, env = "PAYOFF_TOPIC_PREFIX", default_value = "payoff.")]
     pub topic_prefix: String,
     /// Consumer group shared by every attributor instance.
-    #[arg(long, env = "PAYOFF_ATTRIBUTOR_GROUP", default_value = "payoff-attributor")]
+    #[arg(
+        long,
+        env = "PAYOFF_ATTRIBUTOR_GROUP",
+        default_value = "payoff-attributor"
+    )]
     pub group_id: String,
     /// This instance's stable name (the pod name): its transactional id, so that a
     /// restarted instance fences its predecessor's open transaction at once.
     #[arg(long, env = "PAYOFF_INSTANCE_ID", default_value = "attributor-0")]
     pub instance_id: String,
     /// gRPC health listen address (`grpc.health.v1`; serving once state is restored).
-    #[arg(long, env = "PAYOFF_ATTRIBUTOR_LISTEN", default_value = "0.0.0.0:50052")]
+    #[arg(
+        long,
+        env = "PAYOFF_ATTRIBUTOR_LISTEN",
+        default_value = "0.0.0.0:50052"
+    )]
     pub listen: SocketAddr,
     /// Prometheus /metrics listen address.
     #[arg(
@@ -43,7 +51,11 @@ pub struct Config {
     )]
     pub metrics_listen: SocketAddr,
     /// Most input records per transaction.
-    #[arg(long, env = "PAYOFF_ATTRIBUTOR_BATCH_RECORDS", default_value_t = 20_000)]
+    #[arg(
+        long,
+        env = "PAYOFF_ATTRIBUTOR_BATCH_RECORDS",
+        default_value_t = 20_000
+    )]
     pub batch_records: usize,
     /// Longest time a transaction stays open (the latency the commit adds).
     #[arg(long, env = "PAYOFF_ATTRIBUTOR_BATCH_INTERVAL", value_parser = humantime_duration, default_value = "100ms")]
@@ -52,10 +64,19 @@ pub struct Config {
     /// hold back read_committed consumers.
     #[arg(long, env = "PAYOFF_ATTRIBUTOR_TRANSACTION_TIMEOUT", value_parser = humantime_duration, default_value = "15s")]
     pub transaction_timeout: Duration,
+    /// Consumer group session timeout: how long an instance that stopped answering keeps
+    /// its partitions before they move (it is fenced from then on).
+    #[arg(long, env = "PAYOFF_ATTRIBUTOR_SESSION_TIMEOUT", value_parser = humantime_duration, default_value = "45s")]
+    pub session_timeout: Duration,
     /// How long (event time) a refund or lead status waits for its conversion to be
     /// attributed before it goes to the dead-letter topic.
-    #[arg(long, env = "PAYOFF_ATTRIBUTOR_CORRECTION_WAIT", value_parser = humantime_duration, default_value = "1h")]
+    #[arg(long, env = "PAYOFF_ATTRIBUTOR_CORRECTION_WAIT", value_parser = humantime_duration, default_value = "24h")]
     pub correction_wait: Duration,
+    /// The least wall-clock time a refund or lead status waits for its conversion too (so
+    /// that a backlog, where the attributing task may lag far behind in event time, does
+    /// not send valid corrections to the dead letters).
+    #[arg(long, env = "PAYOFF_ATTRIBUTOR_CORRECTION_WALL_WAIT", value_parser = humantime_duration, default_value = "1h")]
+    pub correction_wall_wait: Duration,
     /// How long (wall clock) the event-time merge waits for an input that is empty but
     /// not known to be at its end before going on without it.
     #[arg(long, env = "PAYOFF_ATTRIBUTOR_MAX_IDLE", value_parser = humantime_duration, default_value = "2s")]
@@ -98,6 +119,9 @@ impl Config {
         }
         if self.drain_timeout <= self.batch_interval {
             p.push("--drain-timeout must be longer than --batch-interval".to_owned());
+        }
+        if self.session_timeout < Duration::from_secs(1) {
+            p.push("--session-timeout must be at least 1s".to_owned());
         }
         if self.correction_wait.is_zero() {
             p.push("--correction-wait must be positive".to_owned());

@@ -89,12 +89,13 @@ pub async fn bind(config: Config, shutdown: CancellationToken) -> Result<Bound, 
     // The recorder must exist before the help texts are registered, or they are lost.
     payoff_runtime::telemetry::metrics_handle();
     metrics::describe();
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| AttributorError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AttributorError::Bind {
+                addr: config.listen,
+                source,
+            })?;
     let health_addr = listener
         .local_addr()
         .map_err(|source| AttributorError::Bind {
@@ -122,6 +123,7 @@ impl Bound {
     /// Runs until the shutdown token is cancelled (or Kafka fails), then finishes the open
     /// transaction and leaves the group, within the drain timeout.
     pub async fn serve(self) -> Result<(), AttributorError> {
+        tracing::info!(health = %self.health_addr, metrics = %self.metrics_addr, "attributor listening");
         let Bound {
             listener,
             config,

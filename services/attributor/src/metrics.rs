@@ -78,7 +78,11 @@ pub fn describe() {
         Unit::Count,
         "Changelog records read while restoring state."
     );
-    describe_gauge!(TASKS, Unit::Count, "Partition numbers owned by this instance.");
+    describe_gauge!(
+        TASKS,
+        Unit::Count,
+        "Partition numbers owned by this instance."
+    );
     describe_gauge!(
         READY,
         "1 when state is restored and records are being processed, else 0."

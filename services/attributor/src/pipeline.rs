@@ -23,14 +23,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use payoff_adapters::{kafka as adapters, topology::{self, Topics}};
+use payoff_adapters::{
+    kafka as adapters,
+    topology::{self, Topics},
+};
 use payoff_core::ids::TenantId;
 use payoff_proto::{convert, v1};
 use prost::Message as _;
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance},
     consumer::base_consumer::PartitionQueue,
+    consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance},
     error::KafkaError,
     message::{BorrowedMessage, Header, OwnedHeaders},
     producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
@@ -46,7 +49,7 @@ use crate::{
 /// Most records taken from one partition queue per turn (keeps the merge fair).
 const PER_QUEUE: usize = 2_000;
 /// How often the state size is measured (a scan of the state).
-const STATE_EVERY: Duration = Duration::from_secs(30);
+const STATE_EVERY: Duration = Duration::from_secs(60);
 
 /// Readiness, as the health service reports it.
 pub type Ready = tokio::sync::watch::Sender<bool>;
@@ -80,7 +83,32 @@ struct Context {
     worker: Arc<Mutex<Worker>>,
 }
 
+/// librdkafka's client errors, logged through tracing; the end of a partition (which
+/// the loop asks to hear about) is not an error.
+fn client_error(error: &KafkaError, reason: &str) {
+    let eof = matches!(error, KafkaError::PartitionEOF(_))
+        || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+    if !eof {
+        tracing::warn!(error = %error, reason, "kafka client error");
+    }
+}
+
+/// The context of the restore and programs consumers.
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(&error, reason);
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
 impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(&error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
@@ -100,7 +128,14 @@ impl ConsumerContext for Context {
         };
         let mut w = lock(&self.worker);
         let _ = w.ready.send(false);
-        if let Err(e) = w.commit(consumer) {
+        if consumer.assignment_lost() {
+            // This instance was out of the group (session expired): another may own these
+            // partitions now, so nothing of the open transaction may be committed.
+            tracing::warn!("assignment lost; aborting the open transaction");
+            if let Err(e) = w.abort() {
+                w.failed.get_or_insert(e);
+            }
+        } else if let Err(e) = w.commit(consumer) {
             w.failed.get_or_insert(e);
         }
         let revoked: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
@@ -120,31 +155,37 @@ impl ConsumerContext for Context {
         let mut w = lock(&self.worker);
         let _ = w.ready.send(false);
         let assigned: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        for p in assigned {
-            if w.tasks.contains_key(&p) {
-                continue;
+        let new: Vec<i32> = assigned
+            .into_iter()
+            .filter(|p| !w.tasks.contains_key(p))
+            .collect();
+        match restore(&w.brokers, &w.topics.attributor_changelog, &new, w.settings) {
+            Ok((tasks, _)) => {
+                for task in tasks {
+                    w.tasks.insert(task.partition(), task);
+                }
             }
-            match w.restore(p) {
-                Ok(task) => {
-                    w.tasks.insert(p, task);
-                }
-                Err(e) => {
-                    w.failed.get_or_insert(e);
-                    return;
-                }
+            Err(e) => {
+                w.failed.get_or_insert(e);
+                return;
             }
         }
         metrics::gauge!(m::TASKS).set(w.tasks.len() as f64);
         w.reassigned = true;
         let _ = w.ready.send(true);
-        tracing::info!(tasks = w.tasks.len(), "partitions assigned and state restored");
+        tracing::info!(
+            tasks = w.tasks.len(),
+            "partitions assigned and state restored"
+        );
     }
 }
 
 fn lock(worker: &Mutex<Worker>) -> MutexGuard<'_, Worker> {
     // A panic while holding the lock leaves nothing half-written that a commit could
     // expose: outputs only become visible through a commit.
-    worker.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    worker
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn kafka(op: &'static str) -> impl FnOnce(KafkaError) -> AttributorError {
@@ -194,7 +235,10 @@ impl Worker {
         } = self;
         match tasks.get_mut(&partition) {
             Some(task) => task.offer(programs, record, outputs),
-            None => tracing::warn!(partition, "record for a partition this instance does not own"),
+            None => tracing::warn!(
+                partition,
+                "record for a partition this instance does not own"
+            ),
         }
         Ok(())
     }
@@ -202,6 +246,7 @@ impl Worker {
     /// Merges and processes what the tasks hold, and sends the outputs.
     fn pump(&mut self, max_idle: Duration) -> Result<(), AttributorError> {
         let now = Instant::now();
+        let wall = payoff_core::time::Timestamp(wall_millis());
         let Self {
             tasks,
             programs,
@@ -210,6 +255,7 @@ impl Worker {
             ..
         } = self;
         for (p, task) in tasks.iter_mut() {
+            task.set_clock(wall, outputs);
             let force = blocked
                 .get(p)
                 .is_some_and(|since| now.duration_since(*since) >= max_idle);
@@ -239,13 +285,7 @@ impl Worker {
     }
 
     fn send(&mut self, output: &Output) -> Result<(), AttributorError> {
-        let (topic, key, payload, partition, headers): (
-            &str,
-            Option<&[u8]>,
-            Option<&[u8]>,
-            Option<i32>,
-            Option<OwnedHeaders>,
-        ) = match output {
+        let record = match output {
             Output::Credit {
                 key,
                 payload,
@@ -254,20 +294,12 @@ impl Worker {
             } => {
                 metrics::counter!(m::CREDITS, "kind" => *kind).increment(1);
                 self.credit_times.push(occurred_at.millis());
-                (
-                    self.topics.credits.as_str(),
-                    Some(key.as_bytes()),
-                    Some(payload.as_slice()),
-                    None,
-                    None,
-                )
+                record(&self.topics.credits, Some(key.as_bytes()), Some(payload))
             }
-            Output::Index { key, payload } => (
-                self.topics.order_index.as_str(),
+            Output::Index { key, payload } => record(
+                &self.topics.order_index,
                 Some(key.as_bytes()),
-                Some(payload.as_slice()),
-                None,
-                None,
+                Some(payload),
             ),
             Output::Changelog { .. } => {
                 unreachable!("changelog records are sent by commit, with their partition")
@@ -303,28 +335,10 @@ impl Worker {
                         key: "payoff-service",
                         value: Some("attributor"),
                     });
-                (
-                    self.topics.dead_letter.as_str(),
-                    key.as_deref(),
-                    payload.as_deref(),
-                    None,
-                    Some(headers),
-                )
+                record(&self.topics.dead_letter, key.as_deref(), payload.as_deref())
+                    .headers(headers)
             }
         };
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        if let Some(payload) = payload {
-            record = record.payload(payload);
-        }
-        if let Some(p) = partition {
-            record = record.partition(p);
-        }
-        if let Some(h) = headers {
-            record = record.headers(h);
-        }
         produce(&self.producer, record)
     }
 
@@ -391,61 +405,132 @@ impl Worker {
             }
             return Err(e);
         }
+        tracing::debug!(
+            records = self.records,
+            open_ms = self.opened.elapsed().as_millis() as u64,
+            commit_ms = started.elapsed().as_millis() as u64,
+            "transaction committed"
+        );
         metrics::counter!(m::COMMITS).increment(1);
         metrics::histogram!(m::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
         let now = wall_millis();
         for at in self.credit_times.drain(..) {
-            metrics::histogram!(m::ATTRIBUTION_LATENCY)
-                .record((now - at).max(0) as f64 / 1_000.0);
+            metrics::histogram!(m::ATTRIBUTION_LATENCY).record((now - at).max(0) as f64 / 1_000.0);
         }
         Ok(())
     }
 
-    /// Reads task `p`'s changelog partition to its end into a new task.
-    fn restore(&self, p: i32) -> Result<Task, AttributorError> {
-        let started = Instant::now();
-        let mut task = Task::new(p, self.settings);
-        let mut config = adapters::read_committed_consumer_config(
-            &self.brokers,
-            "payoff-attributor-restore",
-            adapters::StartFrom::Earliest,
-        )
-        .map_err(|e| AttributorError::Kafka(e.to_string()))?;
-        config.set("enable.partition.eof", "true");
-        let consumer: BaseConsumer = config.create().map_err(kafka("restore consumer"))?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topics.attributor_changelog, p, Offset::Beginning)
-            .map_err(kafka("restore assignment"))?;
-        consumer.assign(&tpl).map_err(kafka("restore assign"))?;
-        let mut records = 0u64;
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            if Instant::now() > deadline {
-                return Err(AttributorError::Kafka(format!(
-                    "restoring partition {p} did not reach the end of the changelog in 10 minutes"
-                )));
-            }
-            match consumer.poll(Duration::from_millis(500)) {
-                Some(Ok(msg)) => {
-                    records += 1;
-                    if let Err(e) = task.restore(msg.key(), msg.payload()) {
-                        return Err(AttributorError::Kafka(format!(
-                            "changelog partition {p} offset {}: {e}",
-                            msg.offset()
-                        )));
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => return Err(AttributorError::Kafka(format!("restore: {e}"))),
-                None => {}
-            }
+    /// Aborts the open transaction, if any.
+    fn abort(&mut self) -> Result<(), AttributorError> {
+        if !self.in_txn {
+            return Ok(());
         }
-        let took = started.elapsed();
-        metrics::histogram!(m::RESTORE_DURATION).record(took.as_secs_f64());
-        metrics::counter!(m::RESTORED).increment(records);
-        tracing::info!(partition = p, records, took_ms = took.as_millis() as u64, visitors = task.visitors(), "state restored");
-        Ok(task)
+        self.in_txn = false;
+        self.outputs.clear();
+        self.credit_times.clear();
+        metrics::counter!(m::ABORTS).increment(1);
+        self.producer
+            .abort_transaction(self.timeout)
+            .map_err(kafka("abort transaction"))
     }
+}
+
+/// Restores the tasks of `partitions` from `changelog` (each read to its end,
+/// read_committed, all at once); returns them with the number of records read. Public
+/// for the restore benchmark.
+pub fn restore(
+    brokers: &str,
+    changelog: &str,
+    partitions: &[i32],
+    settings: Settings,
+) -> Result<(Vec<Task>, u64), AttributorError> {
+    let started = Instant::now();
+    let mut tasks: BTreeMap<i32, Task> = partitions
+        .iter()
+        .map(|p| (*p, Task::new(*p, settings)))
+        .collect();
+    if tasks.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    let mut config = adapters::read_committed_consumer_config(
+        brokers,
+        "payoff-attributor-restore",
+        adapters::StartFrom::Earliest,
+    )
+    .map_err(|e| AttributorError::Kafka(e.to_string()))?;
+    config
+        .set("enable.partition.eof", "true")
+        // The end of a partition is known when a fetch comes back empty: do not let the
+        // broker hold that fetch.
+        .set("fetch.wait.max.ms", "10");
+    let consumer: BaseConsumer<Quiet> = config
+        .create_with_context(Quiet)
+        .map_err(kafka("restore consumer"))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in tasks.keys() {
+        tpl.add_partition_offset(changelog, *p, Offset::Beginning)
+            .map_err(kafka("restore assignment"))?;
+    }
+    consumer.assign(&tpl).map_err(kafka("restore assign"))?;
+    let mut records = 0u64;
+    let mut ended = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while ended.len() < tasks.len() {
+        if Instant::now() > deadline {
+            return Err(AttributorError::Kafka(format!(
+                "restoring partitions {partitions:?} did not reach the end of the changelog in 10 minutes"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) => {
+                records += 1;
+                let p = msg.partition();
+                ended.remove(&p);
+                let Some(task) = tasks.get_mut(&p) else {
+                    continue;
+                };
+                if let Err(e) = task.restore(msg.key(), msg.payload()) {
+                    return Err(AttributorError::Kafka(format!(
+                        "changelog partition {p} offset {}: {e}",
+                        msg.offset()
+                    )));
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => return Err(AttributorError::Kafka(format!("restore: {e}"))),
+            None => {}
+        }
+    }
+    let took = started.elapsed();
+    let tasks: Vec<Task> = tasks.into_values().collect();
+    metrics::histogram!(m::RESTORE_DURATION).record(took.as_secs_f64());
+    metrics::counter!(m::RESTORED).increment(records);
+    tracing::info!(
+        partitions = ?partitions,
+        records,
+        took_ms = took.as_millis() as u64,
+        visitors = tasks.iter().map(Task::visitors).sum::<usize>(),
+        "state restored"
+    );
+    Ok((tasks, records))
+}
+
+/// A record with an optional key and value.
+fn record<'a>(
+    topic: &'a str,
+    key: Option<&'a [u8]>,
+    payload: Option<&'a [u8]>,
+) -> BaseRecord<'a, [u8], [u8]> {
+    let mut record = BaseRecord::to(topic);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(payload) = payload {
+        record = record.payload(payload);
+    }
+    record
 }
 
 fn produce(
@@ -455,7 +540,10 @@ fn produce(
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                r,
+            )) => {
                 record = r;
                 producer.poll(Duration::from_millis(10));
             }
@@ -472,7 +560,7 @@ fn wall_millis() -> i64 {
 
 /// Reads the `programs` topic to its end, then keeps following it.
 struct ProgramFeed {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Quiet>,
 }
 
 impl ProgramFeed {
@@ -484,7 +572,9 @@ impl ProgramFeed {
         )
         .map_err(|e| AttributorError::Kafka(e.to_string()))?;
         config.set("enable.partition.eof", "true");
-        let consumer: BaseConsumer = config.create().map_err(kafka("programs consumer"))?;
+        let consumer: BaseConsumer<Quiet> = config
+            .create_with_context(Quiet)
+            .map_err(kafka("programs consumer"))?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Beginning)
             .map_err(kafka("programs assignment"))?;
@@ -493,13 +583,22 @@ impl ProgramFeed {
     }
 
     /// Applies what is available; with `to_end`, waits until the end of the topic.
-    fn poll(&self, programs: &mut Programs, to_end: bool, shutdown: &CancellationToken) -> Result<usize, AttributorError> {
+    fn poll(
+        &self,
+        programs: &mut Programs,
+        to_end: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<usize, AttributorError> {
         let mut n = 0;
         loop {
             if shutdown.is_cancelled() {
                 return Ok(n);
             }
-            let wait = if to_end { Duration::from_millis(200) } else { Duration::ZERO };
+            let wait = if to_end {
+                Duration::from_millis(200)
+            } else {
+                Duration::ZERO
+            };
             match self.consumer.poll(wait) {
                 Some(Ok(msg)) => {
                     n += 1;
@@ -508,7 +607,9 @@ impl ProgramFeed {
                             tracing::info!(tenant = %tenant, version = program.version, "program version loaded");
                             programs.insert(tenant, program);
                         }
-                        Err(e) => tracing::error!(offset = msg.offset(), error = %e, "program version unusable; skipped"),
+                        Err(e) => {
+                            tracing::error!(offset = msg.offset(), error = %e, "program version unusable; skipped")
+                        }
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => return Ok(n),
@@ -566,7 +667,14 @@ pub fn run_blocking(
         .set("partitioner", topology::PARTITIONER)
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "1000000")
-        .set("compression.type", "lz4");
+        .set("compression.type", "lz4")
+        // A transaction begun right after a commit may be answered "concurrent
+        // transactions" while the markers are written; retry in milliseconds, not 100.
+        .set("retry.backoff.ms", "5")
+        // A failed delivery fails the commit anyway; reports of successful ones would
+        // only cost the polling thread an event per record.
+        .set("delivery.report.only.error", "true")
+        .set("retry.backoff.max.ms", "100");
     let producer: ThreadedProducer<DefaultProducerContext> =
         producer_config.create().map_err(kafka("producer"))?;
     producer
@@ -576,12 +684,17 @@ pub fn run_blocking(
     let feed = ProgramFeed::new(&config.kafka_brokers, &topics.programs)?;
     let mut programs = Programs::default();
     let loaded = feed.poll(&mut programs, true, shutdown)?;
-    tracing::info!(versions = loaded, tenants = programs.tenants(), "programs loaded");
+    tracing::info!(
+        versions = loaded,
+        tenants = programs.tenants(),
+        "programs loaded"
+    );
 
+    let millis =
+        |d: Duration| payoff_core::time::Duration(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let settings = Settings {
-        correction_wait: payoff_core::time::Duration(
-            i64::try_from(config.correction_wait.as_millis()).unwrap_or(i64::MAX),
-        ),
+        correction_wait: millis(config.correction_wait),
+        correction_wall_wait: millis(config.correction_wall_wait),
         ..Settings::default()
     };
     let worker = Arc::new(Mutex::new(Worker {
@@ -612,8 +725,24 @@ pub fn run_blocking(
     consumer_config
         .set("enable.partition.eof", "true")
         .set("partition.assignment.strategy", "range")
+        // The merge waits for an empty input until its end is known, which takes an
+        // empty fetch: keep the broker from holding those long.
+        .set("fetch.wait.max.ms", "50")
         .set("statistics.interval.ms", "5000")
-        .set("client.id", format!("payoff-attributor-{}", config.instance_id));
+        .set(
+            "session.timeout.ms",
+            config.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (config.session_timeout.as_millis() / 5)
+                .clamp(100, 3_000)
+                .to_string(),
+        )
+        .set(
+            "client.id",
+            format!("payoff-attributor-{}", config.instance_id),
+        );
     let consumer: Arc<BaseConsumer<Context>> = Arc::new(
         consumer_config
             .create_with_context(Context {
@@ -634,7 +763,11 @@ pub fn run_blocking(
         }
         // 1. The main queue: rebalances (their callbacks lock the worker), errors, and
         //    records of partitions whose queue is not split yet.
-        let wait = if idle { Duration::from_millis(20) } else { Duration::ZERO };
+        let wait = if idle {
+            Duration::from_millis(20)
+        } else {
+            Duration::ZERO
+        };
         if let Some(polled) = consumer.poll(wait) {
             match polled {
                 Ok(msg) => {
@@ -737,14 +870,8 @@ pub fn run_blocking(
         let _ = w.ready.send(false);
         if result.is_ok() {
             w.commit(&consumer)
-        } else if w.in_txn {
-            metrics::counter!(m::ABORTS).increment(1);
-            w.in_txn = false;
-            w.producer
-                .abort_transaction(config.transaction_timeout)
-                .map_err(kafka("abort transaction"))
         } else {
-            Ok(())
+            w.abort()
         }
     };
     drop(queues);

@@ -181,6 +181,10 @@ impl Programs {
 pub struct Settings {
     /// How long (in event time) a correction waits for its conversion to be indexed.
     pub correction_wait: Duration,
+    /// How long (in wall-clock time, given with [`Task::set_clock`]) it waits at least:
+    /// event time alone would let a correction give up while the task that attributes
+    /// its conversion is merely behind (a backlog read after downtime).
+    pub correction_wall_wait: Duration,
     /// Queued events beyond which the merge stops waiting for empty inputs.
     pub max_queued: usize,
 }
@@ -188,7 +192,8 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            correction_wait: Duration::hours(1),
+            correction_wait: Duration::hours(24),
+            correction_wall_wait: Duration(0),
             max_queued: 200_000,
         }
     }
@@ -288,6 +293,8 @@ struct Queued {
 #[derive(Debug)]
 struct Waiting {
     seq: u64,
+    /// Wall-clock time it began to wait.
+    since: Timestamp,
     event: Event,
     held: Held,
 }
@@ -317,6 +324,8 @@ struct Book {
     stats: Stats,
     seq: u64,
     facts: Vec<Fact>,
+    /// Wall-clock time, as data (for the wall-clock part of the correction wait).
+    now: Timestamp,
 }
 
 /// One partition number's attribution.
@@ -369,10 +378,12 @@ impl Task {
         let now = Timestamp(record.timestamp.unwrap_or(i64::MAX));
         match codec::event(record.payload.as_deref(), now) {
             Ok((tenant, event)) => {
-                let raw = matches!(record.source, Source::Adjustments | Source::LeadStatus)
-                    .then(|| Raw {
-                        key: record.key.clone(),
-                        payload: record.payload.clone(),
+                let raw =
+                    matches!(record.source, Source::Adjustments | Source::LeadStatus).then(|| {
+                        Raw {
+                            key: record.key.clone(),
+                            payload: record.payload.clone(),
+                        }
                     });
                 self.book.held[i].insert(record.offset);
                 self.queues[i].push_back(Queued {
@@ -389,6 +400,18 @@ impl Task {
         }
     }
 
+    /// Sets the wall-clock time (time as data) and lets corrections that have waited
+    /// long enough in both event time and wall-clock time go to the dead letters.
+    pub fn set_clock(&mut self, now: Timestamp, out: &mut Vec<Output>) {
+        self.book.now = now;
+        let settings = self.settings;
+        for (tenant, state) in &mut self.tenants {
+            if !state.waiting_by_time.is_empty() {
+                time_out_waiting(tenant, state, settings, &mut self.book, out);
+            }
+        }
+    }
+
     /// Processes queued events in event-time order for as long as no input that may
     /// still deliver an earlier event is empty (`force`: regardless).
     pub fn pump(&mut self, programs: &Programs, force: bool, out: &mut Vec<Output>) {
@@ -397,11 +420,10 @@ impl Task {
             let mut best: Option<(usize, Timestamp)> = None;
             for (i, queue) in self.queues.iter().enumerate() {
                 match queue.front() {
-                    Some(q) => {
-                        if best.is_none_or(|(_, at)| q.event.occurred_at < at) {
-                            best = Some((i, q.event.occurred_at));
-                        }
+                    Some(q) if best.is_none_or(|(_, at)| q.event.occurred_at < at) => {
+                        best = Some((i, q.event.occurred_at));
                     }
+                    Some(_) => {}
                     None if !force && !self.at_end[i] && queued < self.settings.max_queued => {
                         return;
                     }
@@ -432,7 +454,9 @@ impl Task {
         let history = programs.get(&q.tenant);
         let state = self.tenants.entry(q.tenant.clone()).or_default();
         let buffer = state.buffer.get_or_insert_with(|| {
-            ReorderBuffer::new(history.map_or_else(|| ProgramHistory::default().grace(), |h| h.grace()))
+            ReorderBuffer::new(
+                history.map_or_else(|| ProgramHistory::default().grace(), |h| h.grace()),
+            )
         });
         state
             .held
@@ -444,10 +468,7 @@ impl Task {
         let empty = ProgramHistory::default();
         let history = history.unwrap_or(&empty);
         for event in released {
-            let held = state
-                .held
-                .get_mut(&event.id)
-                .and_then(VecDeque::pop_front);
+            let held = state.held.get_mut(&event.id).and_then(VecDeque::pop_front);
             if state.held.get(&event.id).is_some_and(VecDeque::is_empty) {
                 state.held.remove(&event.id);
             }
@@ -492,17 +513,28 @@ impl Task {
             state
                 .waiting_by_time
                 .remove(&(w.event.occurred_at, w.seq, key.clone()));
-            process(&tenant, state, history, w.event, w.held, &mut self.book, out);
+            process(
+                &tenant,
+                state,
+                history,
+                w.event,
+                w.held,
+                &mut self.book,
+                out,
+            );
         }
     }
 
     /// Appends a changelog record for every entry changed since the last call.
     pub fn flush_changelog(&mut self, out: &mut Vec<Output>) {
         for key in self.book.dirty.drain() {
-            let value = self.tenants.get(&key.tenant).and_then(|s| match &key.entry {
-                Entry::State(k) => s.attribution.entry(*k).map(ChangelogValue::State),
-                Entry::Index(k) => s.index.get(k).cloned().map(ChangelogValue::Index),
-            });
+            let value = self
+                .tenants
+                .get(&key.tenant)
+                .and_then(|s| match &key.entry {
+                    Entry::State(k) => s.attribution.entry(*k).map(ChangelogValue::State),
+                    Entry::Index(k) => s.index.get(k).cloned().map(ChangelogValue::Index),
+                });
             out.push(Output::Changelog {
                 key: codec::changelog_key(&key),
                 payload: value.as_ref().map(codec::changelog_value),
@@ -556,7 +588,10 @@ impl Task {
 
     /// Visitors remembered, over all tenants.
     pub fn visitors(&self) -> usize {
-        self.tenants.values().map(|s| s.attribution.visitors()).sum()
+        self.tenants
+            .values()
+            .map(|s| s.attribution.visitors())
+            .sum()
     }
 
     /// Changelog bytes of the whole state (an encoding of every entry; a scan).
@@ -614,12 +649,8 @@ fn expire(
         return;
     }
     *due = at.plus(EXPIRY_EVERY);
-    let before = state
-        .buffer
-        .as_ref()
-        .and_then(ReorderBuffer::watermark)
-        .unwrap_or(at)
-        .minus(history.retention());
+    // From the time of the event being decided, as `Engine` does.
+    let before = at.minus(history.retention());
     state.attribution.expire_tracked(before, |k| {
         book.dirty.insert(ChangelogKey {
             tenant: tenant.clone(),
@@ -655,6 +686,7 @@ fn process(
             .insert((event.occurred_at, book.seq, key.clone()));
         queue.push_back(Waiting {
             seq: book.seq,
+            since: book.now,
             event,
             held,
         });
@@ -663,7 +695,13 @@ fn process(
     }
     let mut facts = std::mem::take(&mut book.facts);
     facts.clear();
-    attribution::decide_into(&state.attribution, &state.index, history, &event, &mut facts);
+    attribution::decide_into(
+        &state.attribution,
+        &state.index,
+        history,
+        &event,
+        &mut facts,
+    );
     let unknown = facts.iter().any(|f| {
         matches!(
             f,
@@ -680,6 +718,7 @@ fn process(
             .insert((event.occurred_at, book.seq, key.clone()));
         state.waiting.entry(key).or_default().push_back(Waiting {
             seq: book.seq,
+            since: book.now,
             event,
             held,
         });
@@ -767,6 +806,15 @@ fn time_out_waiting(
     };
     while let Some((at, seq, key)) = state.waiting_by_time.first().cloned() {
         if at.plus(settings.correction_wait) > watermark {
+            return;
+        }
+        let waited_since = state
+            .waiting
+            .get(&key)
+            .and_then(|q| q.iter().find(|w| w.seq == seq))
+            .map(|w| w.since);
+        if waited_since.is_some_and(|since| since.plus(settings.correction_wall_wait) > book.now) {
+            // The oldest has not waited long enough on the wall clock; nor have the rest.
             return;
         }
         state.waiting_by_time.pop_first();

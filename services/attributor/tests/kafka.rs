@@ -7,6 +7,7 @@
 
 use std::{
     collections::BTreeMap,
+    io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -47,9 +48,13 @@ impl Setup {
         let brokers = fixture::kafka_brokers();
         let prefix = format!("{}.", fixture::unique_name(name));
         let topics = Topics::with_prefix(&prefix);
-        adapters::ensure_topics(&brokers, &topics.specs(PARTITIONS, 1), Duration::from_secs(30))
-            .await
-            .context("create topics")?;
+        adapters::ensure_topics(
+            &brokers,
+            &topics.specs(PARTITIONS, 1),
+            Duration::from_secs(30),
+        )
+        .await
+        .context("create topics")?;
         Ok(Self {
             brokers,
             group: fixture::unique_name("attributor"),
@@ -88,9 +93,11 @@ impl Setup {
         let producer = self.producer()?;
         let mut deliveries = Vec::with_capacity(records.len());
         for (topic, key, payload) in records {
-            deliveries.push(producer.send_result(
-                FutureRecord::to(topic).key(key).payload(payload),
-            ).map_err(|(e, _)| e)?);
+            deliveries.push(
+                producer
+                    .send_result(FutureRecord::to(topic).key(key).payload(payload))
+                    .map_err(|(e, _)| e)?,
+            );
         }
         for d in deliveries {
             d.await
@@ -110,7 +117,11 @@ impl Setup {
     }
 
     fn start(&self, instance: &str) -> Result<Attributor> {
-        let child = Command::new(env!("CARGO_BIN_EXE_payoff-attributor"))
+        self.start_with(instance, &[])
+    }
+
+    fn start_with(&self, instance: &str, extra: &[&str]) -> Result<Attributor> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_payoff-attributor"))
             .args([
                 "--kafka-brokers",
                 &self.brokers,
@@ -129,15 +140,31 @@ impl Setup {
                 "--transaction-timeout",
                 "10s",
                 "--log-format",
-                "text",
+                "json",
                 "--log",
-                "warn",
+                "info",
             ])
-            .stdout(Stdio::null())
+            .args(extra)
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .context("start payoff-attributor")?;
-        Ok(Attributor { child })
+        // Log lines (JSON) are passed on to the test's output and searched for the
+        // listening addresses.
+        let stdout = child.stdout.take().context("stdout")?;
+        let (lines, rx) = std::sync::mpsc::channel();
+        let name = instance.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"") {
+                    eprintln!("[{name}] {line}");
+                }
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Attributor { child, lines: rx })
     }
 
     /// Every committed credit, decoded, sorted by id.
@@ -159,9 +186,64 @@ impl Setup {
 /// A running attributor process.
 struct Attributor {
     child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Attributor {
+    /// The gRPC health address it logged.
+    fn health_addr(&self, deadline: Instant) -> Result<String> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .context("no \"attributor listening\" log line before the deadline")?;
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "attributor listening"
+            {
+                return v["health"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .context("no health field");
+            }
+        }
+    }
+
+    /// Waits until health says SERVING (state restored, records flowing).
+    async fn serving(&self, deadline: Instant) -> Result<()> {
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
+        let addr = self.health_addr(deadline)?;
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        let mut client = HealthClient::new(channel);
+        let mut updates = client
+            .watch(HealthCheckRequest {
+                service: payoff_attributor::HEALTH_SERVICE.to_owned(),
+            })
+            .await?
+            .into_inner();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let update = tokio::time::timeout(left, updates.message())
+                .await
+                .context("not serving before the deadline")??
+                .context("health watch ended")?;
+            if update.status() == ServingStatus::Serving {
+                return Ok(());
+            }
+        }
+    }
+
+    fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status()?;
+        ensure!(status.success(), "kill {signal} {pid} failed");
+        Ok(())
+    }
+
     fn kill9(mut self) -> Result<()> {
         self.child.kill().context("SIGKILL")?;
         self.child.wait()?;
@@ -170,16 +252,17 @@ impl Attributor {
 
     /// SIGTERM, then waits for a clean exit.
     fn stop(mut self) -> Result<()> {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status()?;
-        ensure!(status.success(), "kill -TERM {pid} failed");
+        self.signal("-TERM")?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait()? {
                 ensure!(status.success(), "attributor exited with {status}");
                 return Ok(());
             }
-            ensure!(Instant::now() < deadline, "attributor did not stop within 60 s");
+            ensure!(
+                Instant::now() < deadline,
+                "attributor did not stop within 60 s"
+            );
             // Polling a child process: there is no event to wait on.
             std::thread::park_timeout(Duration::from_millis(50));
         }
@@ -193,16 +276,17 @@ impl Drop for Attributor {
     }
 }
 
+/// A record read back: its headers and value.
+type Read = (BTreeMap<String, String>, Vec<u8>);
+
 /// Reads a topic (read_committed) from the beginning until at least `at_least` records
 /// and the end of every partition; returns (headers, value) per record.
-fn read_all(
-    brokers: &str,
-    topic: &str,
-    at_least: usize,
-    deadline: Instant,
-) -> Result<Vec<(BTreeMap<String, String>, Vec<u8>)>> {
-    let mut config: ClientConfig =
-        adapters::read_committed_consumer_config(brokers, &fixture::unique_name("reader"), StartFrom::Earliest)?;
+fn read_all(brokers: &str, topic: &str, at_least: usize, deadline: Instant) -> Result<Vec<Read>> {
+    let mut config: ClientConfig = adapters::read_committed_consumer_config(
+        brokers,
+        &fixture::unique_name("reader"),
+        StartFrom::Earliest,
+    )?;
     config.set("enable.partition.eof", "true");
     let consumer: BaseConsumer = config.create()?;
     let mut tpl = TopicPartitionList::new();
@@ -217,7 +301,10 @@ fn read_all(
             return Ok(out);
         }
         if Instant::now() > deadline {
-            bail!("{topic}: {} records before the deadline, wanted at least {at_least}", out.len());
+            bail!(
+                "{topic}: {} records before the deadline, wanted at least {at_least}",
+                out.len()
+            );
         }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
@@ -229,7 +316,8 @@ fn read_all(
                             .map(|h| {
                                 (
                                     h.key.to_owned(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
                                 )
                             })
                             .collect()
@@ -277,6 +365,7 @@ async fn credits_equal_the_replay_of_the_same_events() -> Result<()> {
     setup.produce(&setup.scenario_records(&scenario)).await?;
     let attributor = setup.start("eq-0")?;
     let deadline = Instant::now() + DEADLINE;
+    attributor.serving(deadline).await?;
     let got = setup.credits(want.len(), deadline)?;
     attributor.stop()?;
     let after_stop = setup.credits(want.len(), deadline)?;
@@ -334,7 +423,12 @@ async fn a_second_instance_leaving_moves_its_partitions_with_their_state() -> Re
     let b = setup.start("two-b")?;
     setup.produce(first).await?;
     let deadline = Instant::now() + DEADLINE;
-    read_all(&setup.brokers, &setup.topics.credits, want.len() / 4, deadline)?;
+    read_all(
+        &setup.brokers,
+        &setup.topics.credits,
+        want.len() / 4,
+        deadline,
+    )?;
     b.stop()?;
     setup.produce(second).await?;
     let got = setup.credits(want.len(), deadline)?;
@@ -458,6 +552,42 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() -
             .all(|(h, _)| h.contains_key("payoff-source-topic") && h.contains_key("payoff-detail")),
         "{dead:?}"
     );
-    assert_eq!(dead[0].1.is_empty(), false, "the original bytes are kept");
+    assert!(!dead[0].1.is_empty(), "the original bytes are kept");
+    Ok(())
+}
+
+/// An instance that stops answering (SIGSTOP) loses its partitions to another after the
+/// session timeout; when it wakes up it must not commit anything of what it held: the
+/// credits still equal the replay exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_instance_is_fenced() -> Result<()> {
+    let setup = Setup::new("attr-zombie").await?;
+    let scenario = scenario::generate(Options {
+        seed: 31,
+        ..Options::default()
+    });
+    let want = scenario.oracle();
+    setup.publish_program(&scenario).await?;
+    let records = setup.scenario_records(&scenario);
+    let (first, second) = records.split_at(records.len() / 2);
+    let fast = ["--session-timeout", "6s"];
+    let zombie = setup.start_with("zombie-a", &fast)?;
+    let deadline = Instant::now() + DEADLINE;
+    zombie.serving(deadline).await?;
+    setup.produce(first).await?;
+    read_all(&setup.brokers, &setup.topics.credits, 1, deadline)?;
+    zombie.signal("-STOP")?;
+    let survivor = setup.start_with("zombie-b", &fast)?;
+    setup.produce(second).await?;
+    let got = setup.credits(want.len(), deadline)?;
+    assert_same(&got, &want);
+    // Wake the zombie: it finds itself out of the group (or its transaction fenced) and
+    // must not add anything.
+    zombie.signal("-CONT")?;
+    survivor.serving(deadline).await?;
+    let _ = zombie.stop();
+    survivor.stop()?;
+    let got = setup.credits(want.len(), deadline)?;
+    assert_same(&got, &want);
     Ok(())
 }

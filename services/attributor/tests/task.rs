@@ -54,6 +54,9 @@ const SENTINEL_AFTER: Duration = Duration::days(1);
 /// A correction wait longer than the example's whole span, for tests in which one task
 /// may run days of event time ahead of another (see `backlog_*`).
 const LONG_WAIT: Duration = Duration::days(30);
+/// More steps than any run here needs (a bound, so that a task that never settles fails
+/// instead of hanging).
+const MAX_STEPS: usize = 10_000;
 
 fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -94,12 +97,14 @@ struct Input {
 
 /// An event from its proto3 JSON, through ingest's steps.
 fn input(json: &str) -> Input {
-    let mut proto: v1::Event =
-        serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+    let mut proto: v1::Event = serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
     proto.tenant_id = TENANT.to_owned();
     convert::hash_pii(&mut proto, SALT);
-    let event = Event::validate(&RawEvent::from(&proto), Timestamp::from_millis(i64::MAX / 2))
-        .unwrap_or_else(|e| panic!("{json}: {e}"));
+    let event = Event::validate(
+        &RawEvent::from(&proto),
+        Timestamp::from_millis(i64::MAX / 2),
+    )
+    .unwrap_or_else(|e| panic!("{json}: {e}"));
     Input { proto, event }
 }
 
@@ -417,7 +422,12 @@ impl Cluster {
 
     /// Steps until nothing moves (index records reach their tasks, and so on).
     fn settle(&mut self, batch: usize) {
-        while self.step(batch) {}
+        for _ in 0..MAX_STEPS {
+            if !self.step(batch) {
+                return;
+            }
+        }
+        panic!("the tasks did not settle in {MAX_STEPS} steps");
     }
 
     /// One transaction: each task's changelog since the last commit and its offsets.
@@ -487,7 +497,11 @@ impl Cluster {
             for (source, offset) in task.offsets() {
                 let len = i64::try_from(self.len(source, p)).unwrap();
                 // The sentinel is the newest click and stays in its reorder buffer.
-                let end = if source == Source::Clicks { len - 1 } else { len };
+                let end = if source == Source::Clicks {
+                    len - 1
+                } else {
+                    len
+                };
                 assert_eq!(offset, end, "task {p} still holds {source:?} from {offset}");
             }
         }
@@ -566,13 +580,13 @@ fn the_oracle_credits_every_kind_and_engagement_changes_nothing() {
     let kinds = kinds(&f.oracle.credits);
     assert!(f.oracle.credits.len() > 100, "{kinds:?}");
     for kind in ["click", "order", "lead", "reversal", "lead_status"] {
-        assert!(kinds.get(kind).is_some_and(|n| *n > 0), "no {kind}: {kinds:?}");
+        assert!(
+            kinds.get(kind).is_some_and(|n| *n > 0),
+            "no {kind}: {kinds:?}"
+        );
     }
     // The tasks never see engagement: the engine's credits must not depend on it.
-    let without = oracle(
-        &f.history,
-        f.inputs().filter(|i| route(i).is_some()),
-    );
+    let without = oracle(&f.history, f.inputs().filter(|i| route(i).is_some()));
     assert!(f.events.iter().any(|i| route(i).is_none()));
     assert_eq!(without.credits, f.oracle.credits);
     // Every partition has clicks, orders and corrections to merge.
@@ -582,7 +596,10 @@ fn the_oracle_credits_every_kind_and_engagement_changes_nothing() {
     }
     for p in 0..PARTITIONS {
         for source in [Source::Clicks, Source::Orders, Source::Signups] {
-            assert!(cluster.len(source, p) > 0, "partition {p} has no {source:?}");
+            assert!(
+                cluster.len(source, p) > 0,
+                "partition {p} has no {source:?}"
+            );
         }
     }
 }
@@ -607,7 +624,32 @@ fn backlog_read_in_small_batches_gives_the_engines_credits() {
     }
     cluster.settle(3);
     assert_matches_oracle(&cluster, &f);
-    assert!(cluster.stat("waiting") > 0, "no correction waited for its order");
+    assert!(
+        cluster.stat("waiting") > 0,
+        "no correction waited for its order"
+    );
+}
+
+/// A correction's event-time wait runs on its own task's clock, while its index record
+/// comes from another task, which may be far behind in event time when the input is a
+/// backlog (a first start, a restart after downtime). Here task 0 reads all of its
+/// partitions before task 1 reads any: with the event-time wait alone, task 0 would
+/// dead-letter refunds and lead statuses whose orders and signups task 1 has not
+/// attributed yet (12 credits short with a day's wait). The wall-clock part of the wait
+/// (the clock here never moves) keeps them waiting until their conversions arrive.
+#[test]
+fn backlog_read_whole_partitions_at_a_time_gives_the_engines_credits() {
+    let f = Fixture::load();
+    let settings = Settings {
+        correction_wall_wait: Duration::hours(1),
+        ..Settings::default()
+    };
+    let mut cluster = Cluster::new(&f.programs, settings);
+    for input in f.inputs() {
+        cluster.produce(input);
+    }
+    cluster.settle(usize::MAX);
+    assert_matches_oracle(&cluster, &f);
 }
 
 #[test]
@@ -621,7 +663,11 @@ fn an_input_read_far_ahead_waits_for_the_others() {
     for p in 0..PARTITIONS {
         let clicks = cluster.deliver(p, Source::Clicks, usize::MAX);
         assert_eq!(clicks, cluster.len(Source::Clicks, p));
-        assert_eq!(cluster.pump(p, false), 0, "task {p} decided before the merge");
+        assert_eq!(
+            cluster.pump(p, false),
+            0,
+            "task {p} decided before the merge"
+        );
         let task = &cluster.tasks[p];
         assert_eq!(task.queued(), clicks);
         assert!(task.waiting_for(Source::Orders));
@@ -698,6 +744,7 @@ fn backlog_crashes_while_corrections_wait_lose_and_double_nothing() {
         let mut round = 0;
         while cluster.step(3) {
             round += 1;
+            assert!(round < MAX_STEPS, "no end in {MAX_STEPS} rounds");
             if round % commit_every == 0 {
                 cluster.commit();
             }
@@ -773,7 +820,12 @@ fn a_correction_for_an_order_that_never_comes_goes_to_the_dead_letters() {
     let never_record = record(Source::Adjustments, 0, &never_key, &never);
     offer(&mut task, &programs, never_record.clone(), &mut out);
     // when event time passes it but not the wait, it waits (and is held for a restart);
-    let first = click("click-1", "2026-11-02T10:00:30Z", "visitor-x", "anna-spring");
+    let first = click(
+        "click-1",
+        "2026-11-02T10:00:30Z",
+        "visitor-x",
+        "anna-spring",
+    );
     offer(
         &mut task,
         &programs,
@@ -813,7 +865,12 @@ fn a_correction_for_an_order_that_never_comes_goes_to_the_dead_letters() {
 
     // Processing goes on: a later event releases the order, which is credited.
     out.clear();
-    let later = click("click-2", "2026-11-02T10:05:00Z", "visitor-y", "no-such-link");
+    let later = click(
+        "click-2",
+        "2026-11-02T10:05:00Z",
+        "visitor-y",
+        "no-such-link",
+    );
     offer(
         &mut task,
         &programs,
@@ -840,7 +897,12 @@ fn a_correction_for_an_order_that_never_comes_goes_to_the_dead_letters() {
     }
     out.clear();
     offer(&mut restarted, &programs, never_record, &mut out);
-    let much_later = click("click-3", "2026-11-02T11:00:00Z", "visitor-y", "no-such-link");
+    let much_later = click(
+        "click-3",
+        "2026-11-02T11:00:00Z",
+        "visitor-y",
+        "no-such-link",
+    );
     offer(
         &mut restarted,
         &programs,
@@ -863,9 +925,19 @@ fn records_that_cannot_be_used_go_to_the_dead_letters_and_the_rest_goes_on() {
     let programs = programs(&history());
     let mut task = Task::new(0, Settings::default());
     let visitor = visitor_key("visitor-x");
-    let touch = click("click-1", "2026-11-02T10:00:00Z", "visitor-x", "anna-spring");
+    let touch = click(
+        "click-1",
+        "2026-11-02T10:00:00Z",
+        "visitor-x",
+        "anna-spring",
+    );
     let buy = order("order-1", "2026-11-02T10:02:00Z", "visitor-x", "order-x");
-    let end = click("click-2", "2026-11-02T10:05:00Z", "visitor-y", "no-such-link");
+    let end = click(
+        "click-2",
+        "2026-11-02T10:05:00Z",
+        "visitor-y",
+        "no-such-link",
+    );
     let mut no_tenant = buy.proto.clone();
     no_tenant.tenant_id.clear();
     let mut no_id = touch.proto.clone();
@@ -956,11 +1028,46 @@ fn a_restart_reads_a_waiting_correction_again_and_what_followed_it_is_a_duplicat
     }
     let mut out = Vec::new();
     for (source, offset, visitor, input) in [
-        (Source::Clicks, 0, "visitor-r", click("click-r", "2026-11-02T09:00:00Z", "visitor-r", "anna-spring")),
-        (Source::Orders, 0, "visitor-r", order("order-r", "2026-11-02T09:02:00Z", "visitor-r", "order-remote")),
-        (Source::Clicks, 1, "visitor-s", click("click-s", "2026-11-02T09:10:00Z", "visitor-s", "no-such-link")),
+        (
+            Source::Clicks,
+            0,
+            "visitor-r",
+            click(
+                "click-r",
+                "2026-11-02T09:00:00Z",
+                "visitor-r",
+                "anna-spring",
+            ),
+        ),
+        (
+            Source::Orders,
+            0,
+            "visitor-r",
+            order(
+                "order-r",
+                "2026-11-02T09:02:00Z",
+                "visitor-r",
+                "order-remote",
+            ),
+        ),
+        (
+            Source::Clicks,
+            1,
+            "visitor-s",
+            click(
+                "click-s",
+                "2026-11-02T09:10:00Z",
+                "visitor-s",
+                "no-such-link",
+            ),
+        ),
     ] {
-        offer(&mut remote, &programs, record(source, offset, &visitor_key(visitor), &input), &mut out);
+        offer(
+            &mut remote,
+            &programs,
+            record(source, offset, &visitor_key(visitor), &input),
+            &mut out,
+        );
     }
     remote.pump(&programs, false, &mut out);
     let index = out
@@ -980,11 +1087,51 @@ fn a_restart_reads_a_waiting_correction_again_and_what_followed_it_is_a_duplicat
     // Task 0: a local order, then a refund of the remote order (it waits) and one of the
     // local order (decided, after the waiting one in its input).
     let records = [
-        record(Source::Clicks, 0, &visitor_key("visitor-a"), &click("click-a", "2026-11-02T10:00:00Z", "visitor-a", "anna-spring")),
-        record(Source::Orders, 0, &visitor_key("visitor-a"), &order("order-a", "2026-11-02T10:02:00Z", "visitor-a", "order-local")),
-        record(Source::Adjustments, 0, &key(&[TENANT, "order-remote"]), &refund("refund-remote", "2026-11-02T11:00:00Z", "order-remote")),
-        record(Source::Adjustments, 1, &key(&[TENANT, "order-local"]), &refund("refund-local", "2026-11-02T11:30:00Z", "order-local")),
-        record(Source::Clicks, 1, &visitor_key("visitor-b"), &click("click-b", "2026-11-02T12:00:00Z", "visitor-b", "no-such-link")),
+        record(
+            Source::Clicks,
+            0,
+            &visitor_key("visitor-a"),
+            &click(
+                "click-a",
+                "2026-11-02T10:00:00Z",
+                "visitor-a",
+                "anna-spring",
+            ),
+        ),
+        record(
+            Source::Orders,
+            0,
+            &visitor_key("visitor-a"),
+            &order(
+                "order-a",
+                "2026-11-02T10:02:00Z",
+                "visitor-a",
+                "order-local",
+            ),
+        ),
+        record(
+            Source::Adjustments,
+            0,
+            &key(&[TENANT, "order-remote"]),
+            &refund("refund-remote", "2026-11-02T11:00:00Z", "order-remote"),
+        ),
+        record(
+            Source::Adjustments,
+            1,
+            &key(&[TENANT, "order-local"]),
+            &refund("refund-local", "2026-11-02T11:30:00Z", "order-local"),
+        ),
+        record(
+            Source::Clicks,
+            1,
+            &visitor_key("visitor-b"),
+            &click(
+                "click-b",
+                "2026-11-02T12:00:00Z",
+                "visitor-b",
+                "no-such-link",
+            ),
+        ),
     ];
     let mut task = Task::new(0, settings);
     for source in Source::EVENTS {

@@ -227,12 +227,9 @@ impl Engine {
             return;
         }
         *due = at.plus(EXPIRY_EVERY);
-        let before = self
-            .buffer
-            .watermark()
-            .unwrap_or(at)
-            .minus(self.programs.retention());
-        self.attribution.expire(before);
+        // From the time of the event being decided, not the watermark: a jump in event
+        // time releases older events, whose lookback must still be remembered.
+        self.attribution.expire(at.minus(self.programs.retention()));
     }
 
     fn observe(&mut self, fact: &Fact) {

@@ -621,3 +621,23 @@ fn the_explanation_records_candidates_rule_fraud_checks_and_config_version() {
         Some(CreatorId::new("anna"))
     );
 }
+
+/// A jump in event time (a quiet shop, then a busy day weeks later) releases the events
+/// held before it: they are decided with everything their lookback needs, not with the
+/// state already expired up to the new watermark.
+#[test]
+fn events_released_by_a_jump_in_time_still_see_their_clicks() {
+    let engine = run(
+        four_creators(Model::LastClick),
+        [
+            Ev::click("c0", t(0), "v1", "L-ben"),
+            Ev::order("o1", t(2 * 3600), "v1", "order-1", "100.00"),
+            // 48 days later: the click and the order are released by this event.
+            Ev::click("c9", t(48 * 86_400), "v2", "L-anna"),
+        ],
+    );
+    assert_eq!(
+        shares_of(&engine, "order-1"),
+        [("ben".to_owned(), Decimal::ONE)]
+    );
+}

@@ -365,11 +365,7 @@ impl VisitorState {
         self.touches
             .iter()
             .map(|t| t.at)
-            .chain(
-                self.paid_clicks
-                    .iter()
-                    .map(|p| p.3.plus(CPC_UNIQUE_WINDOW)),
-            )
+            .chain(self.paid_clicks.iter().map(|p| p.3.plus(CPC_UNIQUE_WINDOW)))
             .min()
     }
 }

@@ -1,0 +1,484 @@
+//! `attributor-load`: events/s through payoff-attributor (input topics → credits, with
+//! Kafka transactions, state changelog and the order index), compared in the same run and
+//! on the same broker with a pass-through that consumes the same records and copies them
+//! with the same transactional batching (consume → produce → send offsets → commit);
+//! then the state's size per visitor, and the time to restore 1,000,000 visitors.
+//!
+//! Run (with the local stack up):
+//! `cargo run --release -p payoff-benches --bin attributor-load -- --visitors 100000`
+//!
+//! Both runs are timed from their first output record to their last (group joins and
+//! startup excluded alike), by a read_committed reader of the output topic. Every loop is
+//! bounded by a record count and a deadline.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use payoff_adapters::{
+    kafka::{self as adapters, StartFrom},
+    topology::{self, Topics},
+};
+use payoff_attributor::{
+    codec::{self, ChangelogKey, ChangelogValue, Entry},
+    config::LogFormat,
+    task::Settings,
+};
+use payoff_core::attribution::{StateEntry, StateKey};
+use payoff_tests::scenario::{self, Options};
+use prost::Message as _;
+use rdkafka::{
+    Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    error::KafkaError,
+    producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
+};
+use tokio_util::sync::CancellationToken;
+
+/// Load generator for payoff-attributor, compared with a transactional pass-through.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "PAYOFF_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Visitor journeys in the generated scenario (about 3.3 events each).
+    #[arg(long, default_value_t = 100_000)]
+    visitors: usize,
+    /// Partitions of the benchmark topics.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Records per transaction (both runs).
+    #[arg(long, default_value_t = 20_000)]
+    batch: usize,
+    /// Visitors in the restore measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    restore_visitors: usize,
+}
+
+const DEADLINE: Duration = Duration::from_secs(900);
+const INTERVAL: Duration = Duration::from_millis(100);
+
+fn producer(
+    brokers: &str,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
+    let mut config = adapters::base_config(brokers, "attributor-load")?;
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "2000000")
+        .set("partitioner", topology::PARTITIONER);
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    Ok(config.create()?)
+}
+
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) -> anyhow::Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                r,
+            )) => {
+                record = r;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Reads `topic` (read_committed) until `want` records; returns the instants of the
+/// first and the last.
+fn watch(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    want: usize,
+) -> anyhow::Result<(Instant, Instant)> {
+    let config = adapters::read_committed_consumer_config(
+        brokers,
+        &format!("reader-{topic}"),
+        StartFrom::Earliest,
+    )?;
+    let consumer: BaseConsumer = config.create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + DEADLINE;
+    let mut first = None;
+    let mut n = 0usize;
+    let mut last_report = Instant::now();
+    while n < want {
+        if Instant::now() > deadline {
+            bail!("{topic}: {n} of {want} records before the deadline");
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(_)) => {
+                n += 1;
+                first.get_or_insert_with(Instant::now);
+            }
+            Some(Err(e)) => bail!("reading {topic}: {e}"),
+            None => {}
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            last_report = Instant::now();
+            eprintln!("  {topic}: {n}/{want}");
+        }
+    }
+    Ok((first.unwrap_or_else(Instant::now), Instant::now()))
+}
+
+/// Consume the input topics, copy every record to `out` in transactions of `batch`
+/// records or 100 ms, with the consumed offsets; until `want` records are copied.
+fn pass_through(
+    brokers: &str,
+    inputs: &[String],
+    out: &str,
+    group: &str,
+    batch: usize,
+    want: usize,
+) -> anyhow::Result<()> {
+    let config = adapters::transactional_producer_config(
+        brokers,
+        &format!("{group}-txn"),
+        Duration::from_secs(30),
+    )?;
+    let mut config = config;
+    config
+        .set("partitioner", topology::PARTITIONER)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("compression.type", "lz4")
+        .set("retry.backoff.ms", "5")
+        .set("delivery.report.only.error", "true");
+    let producer: ThreadedProducer<DefaultProducerContext> = config.create()?;
+    producer.init_transactions(Duration::from_secs(30))?;
+    let mut cconfig =
+        adapters::read_committed_consumer_config(brokers, group, StartFrom::Earliest)?;
+    cconfig.set("partition.assignment.strategy", "range");
+    let consumer: BaseConsumer = cconfig.create()?;
+    let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let deadline = Instant::now() + DEADLINE;
+    let mut copied = 0usize;
+    let mut in_txn = false;
+    let mut opened = Instant::now();
+    let mut n = 0usize;
+    let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+    while copied < want {
+        if Instant::now() > deadline {
+            bail!("pass-through: {copied} of {want} before the deadline");
+        }
+        if let Some(m) = consumer.poll(Duration::from_millis(10)) {
+            let m = m?;
+            if !in_txn {
+                producer.begin_transaction()?;
+                in_txn = true;
+                opened = Instant::now();
+                n = 0;
+            }
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(out);
+            if let Some(k) = m.key() {
+                record = record.key(k);
+            }
+            if let Some(p) = m.payload() {
+                record = record.payload(p);
+            }
+            send(&producer, record)?;
+            offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+            n += 1;
+            copied += 1;
+        }
+        if in_txn && (n >= batch || opened.elapsed() >= INTERVAL || copied >= want) {
+            let mut tpl = TopicPartitionList::new();
+            for ((t, p), o) in &offsets {
+                tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+            }
+            let group = consumer.group_metadata().context("group metadata")?;
+            producer.send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))?;
+            producer.commit_transaction(Duration::from_secs(30))?;
+            in_txn = false;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    payoff_runtime::telemetry::init_logging(payoff_runtime::telemetry::LogFormat::Text, "warn");
+    let prefix = format!("bench-attr-{}.", std::process::id());
+    let topics = Topics::with_prefix(&prefix);
+    adapters::ensure_topics(
+        &args.brokers,
+        &topics.specs(args.partitions, 1),
+        Duration::from_secs(30),
+    )
+    .await?;
+    let passthrough = format!("{prefix}passthrough");
+    adapters::ensure_topics(
+        &args.brokers,
+        &[adapters::TopicSpec::new(&passthrough, args.partitions, 1)],
+        Duration::from_secs(30),
+    )
+    .await?;
+
+    eprintln!("generating {} visitor journeys", args.visitors);
+    let scenario = scenario::generate(Options {
+        seed: 42,
+        visitors: args.visitors,
+        sentinels: 100,
+    });
+    let want_credits = scenario.oracle().len();
+    let records: Vec<(String, String, Vec<u8>)> = scenario
+        .records(&topics)
+        .into_iter()
+        .map(|(t, k, e)| (t, k, e.encode_to_vec()))
+        .collect();
+    let events = records.len();
+    let bytes: usize = records.iter().map(|r| r.2.len()).sum();
+    eprintln!(
+        "{events} events ({} bytes each on average), {want_credits} credits expected",
+        bytes / events.max(1)
+    );
+
+    let p = producer(&args.brokers, &[])?;
+    let key = topology::key(&[scenario::TENANT, "1"]);
+    let program = scenario.program.encode_to_vec();
+    send(
+        &p,
+        BaseRecord::to(&topics.programs)
+            .key(key.as_bytes())
+            .payload(&program),
+    )?;
+    let started = Instant::now();
+    for (topic, key, payload) in &records {
+        send(
+            &p,
+            BaseRecord::to(topic)
+                .key(key.as_bytes())
+                .payload(payload.as_slice()),
+        )?;
+    }
+    p.flush(Duration::from_secs(120))?;
+    eprintln!("produced in {:.1} s", started.elapsed().as_secs_f64());
+
+    // Pass-through.
+    let inputs = vec![
+        topics.clicks.clone(),
+        topics.signups.clone(),
+        topics.orders.clone(),
+        topics.adjustments.clone(),
+        topics.lead_status.clone(),
+    ];
+    eprintln!("pass-through: consume → transactional produce of {events} records");
+    let (brokers, out, group, batch) = (
+        args.brokers.clone(),
+        passthrough.clone(),
+        format!("{prefix}passthrough"),
+        args.batch,
+    );
+    let copier =
+        std::thread::spawn(move || pass_through(&brokers, &inputs, &out, &group, batch, events));
+    let (first, last) = watch(&args.brokers, &passthrough, args.partitions, events)?;
+    copier
+        .join()
+        .map_err(|_| anyhow::anyhow!("pass-through panicked"))??;
+    let pass_secs = (last - first).as_secs_f64();
+    let pass_rate = events as f64 / pass_secs;
+
+    // The attributor, in this process.
+    eprintln!("attributor: {events} events → {want_credits} credits");
+    let shutdown = CancellationToken::new();
+    let config = payoff_attributor::Config {
+        kafka_brokers: args.brokers.clone(),
+        topic_prefix: prefix.clone(),
+        group_id: format!("{prefix}attributor"),
+        instance_id: "bench-0".into(),
+        listen: "127.0.0.1:0".parse()?,
+        metrics_listen: "127.0.0.1:0".parse()?,
+        batch_records: args.batch,
+        batch_interval: INTERVAL,
+        transaction_timeout: Duration::from_secs(30),
+        session_timeout: Duration::from_secs(45),
+        correction_wait: Duration::from_secs(3650 * 86_400),
+        correction_wall_wait: Duration::from_secs(3600),
+        max_idle: Duration::from_secs(2),
+        drain_timeout: Duration::from_secs(20),
+        log_format: LogFormat::Text,
+        log: "warn".into(), // logging is set up above (RUST_LOG)
+    };
+    let running = tokio::spawn(payoff_attributor::run(config, shutdown.clone()));
+    let (brokers, credits_topic, partitions) = (
+        args.brokers.clone(),
+        topics.credits.clone(),
+        args.partitions,
+    );
+    let (first, last) = tokio::task::spawn_blocking(move || {
+        watch(&brokers, &credits_topic, partitions, want_credits)
+    })
+    .await??;
+    shutdown.cancel();
+    running.await??;
+    let attr_secs = (last - first).as_secs_f64();
+    let attr_rate = events as f64 / attr_secs;
+
+    // State size, from the changelog (latest record per key, as compaction keeps).
+    let (brokers, changelog, partitions) = (
+        args.brokers.clone(),
+        topics.attributor_changelog.clone(),
+        args.partitions,
+    );
+    let latest =
+        tokio::task::spawn_blocking(move || latest_changelog(&brokers, &changelog, partitions))
+            .await??;
+    let mut visitors = 0usize;
+    let mut visitor_bytes = 0usize;
+    let mut all_bytes = 0usize;
+    let mut samples: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (k, v) in &latest {
+        let Some(v) = v else { continue };
+        all_bytes += k.len() + v.len();
+        if let Ok((
+            ChangelogKey {
+                entry: Entry::State(StateKey::Visitor(_)),
+                ..
+            },
+            _,
+        )) = codec::changelog_from(Some(k), Some(v))
+        {
+            visitors += 1;
+            visitor_bytes += k.len() + v.len();
+            if samples.len() < 10_000 {
+                samples.push((k.clone(), v.clone()));
+            }
+        }
+    }
+
+    // Restore of `restore_visitors` visitors like those just measured.
+    let restore_topic = format!("{prefix}restore-changelog");
+    adapters::ensure_topics(
+        &args.brokers,
+        &[adapters::TopicSpec::new(&restore_topic, args.partitions, 1).compacted()],
+        Duration::from_secs(30),
+    )
+    .await?;
+    eprintln!(
+        "writing {} visitors to {restore_topic}",
+        args.restore_visitors
+    );
+    let txn = producer(&args.brokers, &[])?;
+    for i in 0..args.restore_visitors {
+        let (k, v) = &samples[i % samples.len().max(1)];
+        let (key, value) = codec::changelog_from(Some(k), Some(v))?;
+        let key = ChangelogKey {
+            tenant: key.tenant,
+            entry: Entry::State(StateKey::Visitor(u128::try_from(i).unwrap_or_default() + 1)),
+        };
+        let value = value.unwrap_or(ChangelogValue::State(StateEntry::Seen(
+            payoff_core::time::Timestamp(0),
+        )));
+        let key = codec::changelog_key(&key);
+        let value = codec::changelog_value(&value);
+        let partition = i32::try_from(i % usize::try_from(args.partitions)?)?;
+        send(
+            &txn,
+            BaseRecord::to(&restore_topic)
+                .key(key.as_slice())
+                .payload(value.as_slice())
+                .partition(partition),
+        )?;
+    }
+    txn.flush(Duration::from_secs(300))?;
+    let restore_started = Instant::now();
+    let all: Vec<i32> = (0..args.partitions).collect();
+    let (tasks, _) = payoff_attributor::pipeline::restore(
+        &args.brokers,
+        &restore_topic,
+        &all,
+        Settings::default(),
+    )?;
+    let restored: usize = tasks.iter().map(|t| t.visitors()).sum();
+    let restore_secs = restore_started.elapsed().as_secs_f64();
+
+    println!(
+        "attributor-load: {events} events, {want_credits} credits, {} partitions, transactions of up to {} records or 100 ms",
+        args.partitions, args.batch
+    );
+    println!(
+        "  pass-through (consume → transactional produce): {pass_rate:>10.0} events/s ({pass_secs:.2} s)"
+    );
+    println!(
+        "  attributor (events → credits, exactly once):    {attr_rate:>10.0} events/s ({attr_secs:.2} s)"
+    );
+    println!(
+        "  ratio attributor / pass-through:                {:.2}",
+        attr_rate / pass_rate
+    );
+    println!(
+        "  state: {visitors} visitors, {:.0} bytes per visitor entry, {:.0} bytes of all state per visitor (changelog encoding, key + value)",
+        visitor_bytes as f64 / visitors.max(1) as f64,
+        all_bytes as f64 / visitors.max(1) as f64
+    );
+    println!(
+        "  restore: {restored} visitors in {restore_secs:.2} s ({} partitions, one consumer, as on assignment)",
+        args.partitions
+    );
+    Ok(())
+}
+
+/// The latest value per key of a changelog topic.
+fn latest_changelog(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<HashMap<Vec<u8>, Option<Vec<u8>>>> {
+    let mut config = adapters::read_committed_consumer_config(
+        brokers,
+        &format!("reader-{topic}"),
+        StartFrom::Earliest,
+    )?;
+    config.set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = config.create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut latest = HashMap::new();
+    let mut ended = std::collections::HashSet::new();
+    let deadline = Instant::now() + DEADLINE;
+    while ended.len() < usize::try_from(partitions)? {
+        if Instant::now() > deadline {
+            bail!("{topic}: not read to its end before the deadline");
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                ended.remove(&(m.partition()));
+                latest.insert(
+                    (m.partition(), m.key().unwrap_or_default().to_vec()),
+                    m.payload().map(<[u8]>::to_vec),
+                );
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => bail!("{topic}: {e}"),
+            None => {}
+        }
+    }
+    Ok(latest.into_iter().map(|((_, k), v)| (k, v)).collect())
+}
