@@ -148,10 +148,15 @@ impl ConsumerContext for Context {
         tracing::info!(tasks = w.tasks.len(), "partitions revoked");
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(tpl) = rebalance else {
             return;
         };
+        // Nothing may be fetched before the loop has split the partitions' queues: a
+        // partition's end reported on the common queue would not say which input ended.
+        if let Err(e) = consumer.pause(tpl) {
+            tracing::warn!(error = %e, "pausing the new assignment failed");
+        }
         let mut w = lock(&self.worker);
         let _ = w.ready.send(false);
         let assigned: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
@@ -259,11 +264,14 @@ impl Worker {
             let force = blocked
                 .get(p)
                 .is_some_and(|since| now.duration_since(*since) >= max_idle);
-            task.pump(programs, force, outputs);
-            if task.queued() > 0 {
-                blocked.entry(*p).or_insert(now);
-            } else {
+            let merged = task.pump(programs, force, outputs);
+            // The idle clock runs only while the task can merge nothing at all: an input
+            // that is merely slower than the others (a backlog fetched in turns) is waited
+            // for, not overtaken.
+            if merged > 0 || task.queued() == 0 {
                 blocked.remove(p);
+            } else {
+                blocked.entry(*p).or_insert(now);
             }
         }
         self.send_outputs()
@@ -384,6 +392,7 @@ impl Worker {
                 metrics::counter!(m::RECORDS, "type" => kind, "result" => result).increment(n);
             }
         }
+        let staged = started.elapsed();
         let result = (|| {
             if offsets.count() > 0 {
                 let group = consumer
@@ -393,6 +402,11 @@ impl Worker {
                     .send_offsets_to_transaction(&offsets, &group, self.timeout)
                     .map_err(kafka("send offsets to transaction"))?;
             }
+            tracing::trace!(
+                staged_ms = staged.as_millis() as u64,
+                offsets_ms = started.elapsed().as_millis() as u64,
+                "offsets sent"
+            );
             self.producer
                 .commit_transaction(self.timeout)
                 .map_err(kafka("commit transaction"))
@@ -571,7 +585,9 @@ impl ProgramFeed {
             adapters::StartFrom::Earliest,
         )
         .map_err(|e| AttributorError::Kafka(e.to_string()))?;
-        config.set("enable.partition.eof", "true");
+        config
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", "10");
         let consumer: BaseConsumer<Quiet> = config
             .create_with_context(Quiet)
             .map_err(kafka("programs consumer"))?;
@@ -757,6 +773,8 @@ pub fn run_blocking(
     let mut queues: Vec<(Source, i32, PartitionQueue<Context>)> = Vec::new();
     let mut idle = false;
     let mut state_measured = Instant::now();
+    let mut loop_stats = (0usize, 0usize, 0usize);
+    let mut loop_stats_at = Instant::now();
     let result = loop {
         if shutdown.is_cancelled() {
             break Ok(());
@@ -802,6 +820,9 @@ pub fn run_blocking(
                 ) {
                     queues.push((source, e.partition(), queue));
                 }
+            }
+            if let Err(e) = consumer.resume(&assignment) {
+                break Err(AttributorError::Kafka(format!("resume: {e}")));
             }
         }
         // Program versions published since.
@@ -862,6 +883,23 @@ pub fn run_blocking(
             metrics::gauge!(m::STATE_BYTES).set(bytes as f64);
         }
         idle = got == 0;
+        loop_stats.0 += 1;
+        loop_stats.1 += got;
+        if idle {
+            loop_stats.2 += 1;
+        }
+        if loop_stats_at.elapsed() >= Duration::from_secs(1) {
+            let blocked: usize = w.tasks.values().map(Task::queued).sum();
+            tracing::trace!(
+                iterations = loop_stats.0,
+                records = loop_stats.1,
+                idle = loop_stats.2,
+                queued = blocked,
+                "loop"
+            );
+            loop_stats = (0, 0, 0);
+            loop_stats_at = Instant::now();
+        }
     };
     // Shutdown: finish the open transaction, then leave the group (the revocation
     // callback commits nothing more) and flush.

@@ -17,7 +17,7 @@
 //! offsets in one Kafka transaction.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet, VecDeque},
+    collections::{BTreeSet, HashMap, VecDeque},
     sync::Arc,
 };
 
@@ -34,6 +34,13 @@ use payoff_core::{
 };
 
 use crate::codec::{self, ChangelogKey, ChangelogValue, DecodeError, Entry, IndexRecord};
+
+/// The hasher of the task's maps (foldhash: several times faster than SipHash on the
+/// short ids every event carries; nothing observable iterates these maps in hash order
+/// except the changelog flush, whose order does not matter).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A set with the same hasher.
+type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 /// How often (in event time) a tenant's state is swept for expired entries (as `Engine`).
 const EXPIRY_EVERY: Duration = Duration::hours(1);
@@ -304,10 +311,10 @@ struct Waiting {
 struct TenantState {
     buffer: Option<ReorderBuffer>,
     attribution: AttributionState,
-    index: HashMap<ConversionKey, ConversionRecord>,
+    index: FastMap<ConversionKey, ConversionRecord>,
     /// Events in the reorder buffer, by id, in arrival order.
-    held: HashMap<EventId, VecDeque<Held>>,
-    waiting: HashMap<ConversionKey, VecDeque<Waiting>>,
+    held: FastMap<EventId, VecDeque<Held>>,
+    waiting: FastMap<ConversionKey, VecDeque<Waiting>>,
     /// Waiting corrections by event time, for the wait limit.
     waiting_by_time: BTreeSet<(Timestamp, u64, ConversionKey)>,
     next_expiry: Option<Timestamp>,
@@ -320,7 +327,9 @@ struct Book {
     held: [BTreeSet<i64>; 6],
     /// Next offset to read, per input (last consumed + 1).
     next: [Option<i64>; 6],
-    dirty: HashSet<ChangelogKey>,
+    dirty: FastSet<ChangelogKey>,
+    /// Events the reorder buffer released (a buffer reused for every push).
+    released: Vec<Event>,
     stats: Stats,
     seq: u64,
     facts: Vec<Fact>,
@@ -335,7 +344,7 @@ pub struct Task {
     settings: Settings,
     queues: [VecDeque<Queued>; 5],
     at_end: [bool; 5],
-    tenants: HashMap<TenantId, TenantState>,
+    tenants: FastMap<TenantId, TenantState>,
     book: Book,
 }
 
@@ -347,7 +356,7 @@ impl Task {
             settings,
             queues: Default::default(),
             at_end: [false; 5],
-            tenants: HashMap::new(),
+            tenants: FastMap::default(),
             book: Book::default(),
         }
     }
@@ -413,8 +422,10 @@ impl Task {
     }
 
     /// Processes queued events in event-time order for as long as no input that may
-    /// still deliver an earlier event is empty (`force`: regardless).
-    pub fn pump(&mut self, programs: &Programs, force: bool, out: &mut Vec<Output>) {
+    /// still deliver an earlier event is empty (`force`: regardless). Returns how many
+    /// it merged.
+    pub fn pump(&mut self, programs: &Programs, force: bool, out: &mut Vec<Output>) -> usize {
+        let mut merged = 0;
         loop {
             let queued: usize = self.queues.iter().map(VecDeque::len).sum();
             let mut best: Option<(usize, Timestamp)> = None;
@@ -425,16 +436,17 @@ impl Task {
                     }
                     Some(_) => {}
                     None if !force && !self.at_end[i] && queued < self.settings.max_queued => {
-                        return;
+                        return merged;
                     }
                     None => {}
                 }
             }
-            let Some((i, _)) = best else { return };
+            let Some((i, _)) = best else { return merged };
             let Some(q) = self.queues[i].pop_front() else {
-                return;
+                return merged;
             };
             self.push(programs, q, out);
+            merged += 1;
         }
     }
 
@@ -463,11 +475,11 @@ impl Task {
             .entry(q.event.id.clone())
             .or_default()
             .push_back(q.held);
-        let mut released = Vec::new();
+        let mut released = std::mem::take(&mut self.book.released);
         buffer.push(q.event, &mut released);
         let empty = ProgramHistory::default();
         let history = history.unwrap_or(&empty);
-        for event in released {
+        for event in released.drain(..) {
             let held = state.held.get_mut(&event.id).and_then(VecDeque::pop_front);
             if state.held.get(&event.id).is_some_and(VecDeque::is_empty) {
                 state.held.remove(&event.id);
@@ -478,6 +490,7 @@ impl Task {
             expire(&q.tenant, state, history, event.occurred_at, &mut self.book);
             process(&q.tenant, state, history, event, held, &mut self.book, out);
         }
+        self.book.released = released;
         let settings = self.settings;
         time_out_waiting(&q.tenant, state, settings, &mut self.book, out);
     }
