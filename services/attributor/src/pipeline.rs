@@ -48,6 +48,8 @@ use crate::{
 
 /// Most records taken from one partition queue per turn (keeps the merge fair).
 const PER_QUEUE: usize = 2_000;
+/// How long a task may merge nothing before its inputs' ends are looked up.
+const END_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// How often the state size is measured (a scan of the state).
 const STATE_EVERY: Duration = Duration::from_secs(60);
 
@@ -152,8 +154,9 @@ impl ConsumerContext for Context {
         let Rebalance::Assign(tpl) = rebalance else {
             return;
         };
-        // Nothing may be fetched before the loop has split the partitions' queues: a
-        // partition's end reported on the common queue would not say which input ended.
+        // Nothing may be fetched before the loop has split the partitions' queues (the
+        // restore below takes a while): a partition's end reported on the common queue
+        // would not say which input ended.
         if let Err(e) = consumer.pause(tpl) {
             tracing::warn!(error = %e, "pausing the new assignment failed");
         }
@@ -654,6 +657,29 @@ fn program_of(
     Ok((tenant, program))
 }
 
+/// Marks the inputs of partition `p` whose position is at the end of the partition.
+fn mark_ends(
+    consumer: &BaseConsumer<Context>,
+    names: &BTreeMap<String, Source>,
+    p: i32,
+    w: &mut Worker,
+) {
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    for e in positions.elements().iter().filter(|e| e.partition() == p) {
+        let (Some(source), Offset::Offset(at)) = (names.get(e.topic()).copied(), e.offset()) else {
+            continue;
+        };
+        if let Ok((_, high)) = consumer.fetch_watermarks(e.topic(), p, Duration::from_secs(5))
+            && at >= high
+            && let Some(task) = w.tasks.get_mut(&p)
+        {
+            task.set_at_end(source, true);
+        }
+    }
+}
+
 /// Runs the loop until `shutdown`, then commits, leaves the group and returns.
 pub fn run_blocking(
     config: &Config,
@@ -774,6 +800,7 @@ pub fn run_blocking(
     let mut idle = false;
     let mut state_measured = Instant::now();
     let mut loop_stats = (0usize, 0usize, 0usize);
+    let mut end_checked = Instant::now();
     let mut loop_stats_at = Instant::now();
     let result = loop {
         if shutdown.is_cancelled() {
@@ -797,7 +824,12 @@ pub fn run_blocking(
                         break Err(e);
                     }
                 }
-                Err(KafkaError::PartitionEOF(_)) => {}
+                Err(KafkaError::PartitionEOF(p)) => {
+                    // An end reported before the queues were split: find out which inputs
+                    // of partition p are at their end, so the merge does not wait for them.
+                    let mut w = lock(&worker);
+                    mark_ends(&consumer, &names, p, &mut w);
+                }
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
             }
         }
@@ -868,6 +900,20 @@ pub fn run_blocking(
         // 3. Merge and process.
         if let Err(e) = w.pump(config.max_idle) {
             break Err(e);
+        }
+        // A task that could merge nothing for a while: ask which inputs are at their
+        // end (a partition's end is not always reported again after a reassignment).
+        if end_checked.elapsed() >= END_CHECK_EVERY {
+            end_checked = Instant::now();
+            let stuck: Vec<i32> = w
+                .blocked
+                .iter()
+                .filter(|(_, since)| since.elapsed() >= END_CHECK_EVERY)
+                .map(|(p, _)| *p)
+                .collect();
+            for p in stuck {
+                mark_ends(&consumer, &names, p, &mut w);
+            }
         }
         // 4. Commit when due.
         let due = w.in_txn

@@ -180,7 +180,12 @@ impl Setup {
             Ok(values) => values,
             Err(e) => {
                 eprintln!("{e:#}");
-                read_all(&self.brokers, &self.topics.credits, 0, Instant::now() + Duration::from_secs(30))?
+                read_all(
+                    &self.brokers,
+                    &self.topics.credits,
+                    0,
+                    Instant::now() + Duration::from_secs(30),
+                )?
             }
         };
         let mut credits = values
