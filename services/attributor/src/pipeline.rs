@@ -452,6 +452,33 @@ impl Worker {
     }
 }
 
+/// A read_committed consumer of `partitions` of `topic` from their beginning, outside any
+/// group's assignment, that reports the end of each partition.
+fn reader(
+    brokers: &str,
+    client: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<BaseConsumer<Quiet>, AttributorError> {
+    let mut config =
+        adapters::read_committed_consumer_config(brokers, client, adapters::StartFrom::Earliest)
+            .map_err(|e| AttributorError::Kafka(e.to_string()))?;
+    config
+        .set("enable.partition.eof", "true")
+        // The end of a partition is known when a fetch comes back empty: do not let the
+        // broker hold that fetch.
+        .set("fetch.wait.max.ms", "10");
+    let consumer: BaseConsumer<Quiet> =
+        config.create_with_context(Quiet).map_err(kafka("reader"))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .map_err(kafka("reader assignment"))?;
+    }
+    consumer.assign(&tpl).map_err(kafka("reader assign"))?;
+    Ok(consumer)
+}
+
 /// Restores the tasks of `partitions` from `changelog` (each read to its end,
 /// read_committed, all at once); returns them with the number of records read. Public
 /// for the restore benchmark.
@@ -469,26 +496,13 @@ pub fn restore(
     if tasks.is_empty() {
         return Ok((Vec::new(), 0));
     }
-    let mut config = adapters::read_committed_consumer_config(
+    let partitions_read: Vec<i32> = tasks.keys().copied().collect();
+    let consumer = reader(
         brokers,
         "payoff-attributor-restore",
-        adapters::StartFrom::Earliest,
-    )
-    .map_err(|e| AttributorError::Kafka(e.to_string()))?;
-    config
-        .set("enable.partition.eof", "true")
-        // The end of a partition is known when a fetch comes back empty: do not let the
-        // broker hold that fetch.
-        .set("fetch.wait.max.ms", "10");
-    let consumer: BaseConsumer<Quiet> = config
-        .create_with_context(Quiet)
-        .map_err(kafka("restore consumer"))?;
-    let mut tpl = TopicPartitionList::new();
-    for p in tasks.keys() {
-        tpl.add_partition_offset(changelog, *p, Offset::Beginning)
-            .map_err(kafka("restore assignment"))?;
-    }
-    consumer.assign(&tpl).map_err(kafka("restore assign"))?;
+        changelog,
+        &partitions_read,
+    )?;
     let mut records = 0u64;
     let mut ended = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -582,22 +596,7 @@ struct ProgramFeed {
 
 impl ProgramFeed {
     fn new(brokers: &str, topic: &str) -> Result<Self, AttributorError> {
-        let mut config = adapters::read_committed_consumer_config(
-            brokers,
-            "payoff-attributor-programs",
-            adapters::StartFrom::Earliest,
-        )
-        .map_err(|e| AttributorError::Kafka(e.to_string()))?;
-        config
-            .set("enable.partition.eof", "true")
-            .set("fetch.wait.max.ms", "10");
-        let consumer: BaseConsumer<Quiet> = config
-            .create_with_context(Quiet)
-            .map_err(kafka("programs consumer"))?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Beginning)
-            .map_err(kafka("programs assignment"))?;
-        consumer.assign(&tpl).map_err(kafka("programs assign"))?;
+        let consumer = reader(brokers, "payoff-attributor-programs", topic, &[0])?;
         Ok(Self { consumer })
     }
 
