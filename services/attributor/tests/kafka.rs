@@ -154,14 +154,17 @@ impl Setup {
             .stderr(Stdio::inherit())
             .spawn()
             .context("start payoff-attributor")?;
-        // Log lines (JSON) are passed on to the test's output and searched for the
-        // listening addresses.
+        // Log lines (JSON) are searched for the listening addresses; warnings and errors
+        // are passed on to the test's output (every line with ATTRIBUTOR_TEST_LOGS set).
         let stdout = child.stdout.take().context("stdout")?;
         let (lines, rx) = std::sync::mpsc::channel();
         let name = instance.to_owned();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"") {
+                if std::env::var_os("ATTRIBUTOR_TEST_LOGS").is_some()
+                    || line.contains("\"level\":\"WARN\"")
+                    || line.contains("\"level\":\"ERROR\"")
+                {
                     eprintln!("[{name}] {line}");
                 }
                 if lines.send(line).is_err() {
