@@ -20,6 +20,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use payoff_adapters::{
     kafka::{self as adapters, StartFrom},
+    progress,
     topology::{self, Topics},
 };
 use payoff_attributor::{
@@ -34,6 +35,7 @@ use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
     error::KafkaError,
+    message::Headers as _,
     producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
 };
 use tokio_util::sync::CancellationToken;
@@ -126,7 +128,13 @@ fn watch(
             bail!("{topic}: {n} of {want} records before the deadline");
         }
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(_)) => {
+            Some(Ok(m)) => {
+                // The attributor's progress markers (for the ledger) are not credits.
+                if m.headers()
+                    .is_some_and(|h| h.iter().any(|h| h.key == progress::HEADER))
+                {
+                    continue;
+                }
                 n += 1;
                 first.get_or_insert_with(Instant::now);
             }

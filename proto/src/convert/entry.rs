@@ -249,7 +249,8 @@ fn entry_kind(field: &str, value: i32) -> Result<EntryKind, Violation> {
     })
 }
 
-fn entry_status_to_proto(s: EntryStatus) -> v1::EntryStatus {
+/// An entry status as its proto enum.
+pub fn entry_status_to_proto(s: EntryStatus) -> v1::EntryStatus {
     match s {
         EntryStatus::Pending => v1::EntryStatus::Pending,
         EntryStatus::Approved => v1::EntryStatus::Approved,

@@ -13,7 +13,7 @@ use super::timestamp;
 use crate::v1;
 
 /// Money as a decimal string (scale kept: `"8.50"` stays `"8.50"`) and its code.
-pub(super) fn money_to_proto(m: Money) -> v1::Money {
+pub fn money_to_proto(m: Money) -> v1::Money {
     v1::Money {
         amount: m.amount.to_string(),
         currency: m.currency.code().to_owned(),
@@ -108,7 +108,7 @@ pub(super) fn known_name(
 
 /// Parses a period label (`2026-11`, `2026-W47`, `lifetime`) back into the period whose
 /// [`Period::label`] it is; any other text is refused.
-pub(super) fn period(field: &str, label: &str) -> Result<Period, Violation> {
+pub fn period(field: &str, label: &str) -> Result<Period, Violation> {
     let malformed = || {
         Violation::new(
             field,

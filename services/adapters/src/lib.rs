@@ -18,11 +18,13 @@
 //! - [`cql`]: CQL sessions with a durable default consistency, and keyspace creation.
 //! - [`error`]: the crate's one error type.
 //! - [`topology`]: topic names, record keys and topic settings.
+//! - [`progress`]: the attributor's progress markers on the `credits` topic.
 //! - [`schema`]: the CQL schema as versioned migrations.
 
 pub mod cql;
 pub mod error;
 pub mod kafka;
+pub mod progress;
 pub mod schema;
 pub mod topology;
 

@@ -24,11 +24,12 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "ledger entries by creator and month, consumer offsets",
-    statements: &[
-        "CREATE TABLE IF NOT EXISTS {ks}.ledger_entries (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "ledger entries by creator and month, consumer offsets",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {ks}.ledger_entries (
             tenant text, creator text, month text,
             occurred_at timestamp, entry_id text,
             campaign text, kind text, amount decimal, currency text, hold_until timestamp,
@@ -36,12 +37,65 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             order_id text, lead_id text, note text,
             PRIMARY KEY ((tenant, creator, month), occurred_at, entry_id)
         ) WITH CLUSTERING ORDER BY (occurred_at ASC, entry_id ASC)",
-        "CREATE TABLE IF NOT EXISTS {ks}.consumer_offsets (
+            "CREATE TABLE IF NOT EXISTS {ks}.consumer_offsets (
             consumer_group text, topic text, partition int, next_offset bigint,
             PRIMARY KEY ((consumer_group, topic), partition)
         )",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "ledger projections: entries by creator, campaign and order as protobuf, tier changes, KPI deltas, fold progress",
+        statements: &[
+            // Entries as `payoff.v1.LedgerEntry` bytes (lossless), keyed for each query.
+            // Times are milliseconds since the epoch; months are "YYYY-MM" (UTC).
+            "CREATE TABLE IF NOT EXISTS {ks}.entries_by_creator (
+            tenant text, creator text, month text, occurred_at bigint, entry_id text,
+            campaign text, body blob,
+            PRIMARY KEY ((tenant, creator, month), occurred_at, entry_id)
+        )",
+            "CREATE TABLE IF NOT EXISTS {ks}.entries_by_campaign (
+            tenant text, campaign text, month text, occurred_at bigint, entry_id text,
+            creator text, body blob,
+            PRIMARY KEY ((tenant, campaign, month), occurred_at, entry_id)
+        )",
+            "CREATE TABLE IF NOT EXISTS {ks}.creator_months (
+            tenant text, creator text, month text,
+            PRIMARY KEY ((tenant, creator), month)
+        )",
+            "CREATE TABLE IF NOT EXISTS {ks}.campaign_months (
+            tenant text, campaign text, month text,
+            PRIMARY KEY ((tenant, campaign), month)
+        )",
+            "CREATE TABLE IF NOT EXISTS {ks}.order_entries (
+            tenant text, order_id text, entry_id text, body blob,
+            PRIMARY KEY ((tenant, order_id), entry_id)
+        )",
+            // Credits as `payoff.v1.Credit` bytes, with their explanation.
+            "CREATE TABLE IF NOT EXISTS {ks}.order_credits (
+            tenant text, order_id text, credit_id text, body blob,
+            PRIMARY KEY ((tenant, order_id), credit_id)
+        )",
+            // Net order and revenue changes of tier progress (revenue as a decimal string).
+            "CREATE TABLE IF NOT EXISTS {ks}.tier_changes (
+            tenant text, campaign text, creator text, period text, at bigint,
+            change_id text, orders bigint, revenue text,
+            PRIMARY KEY ((tenant, campaign, creator, period), at, change_id)
+        )",
+            // KPI counter changes as JSON (exact decimal strings).
+            "CREATE TABLE IF NOT EXISTS {ks}.kpi_deltas (
+            tenant text, campaign text, month text, at bigint, delta_id text, body text,
+            PRIMARY KEY ((tenant, campaign, month), at, delta_id)
+        )",
+            // How many credits of a partition have been folded and stored: the fold is
+            // deterministic, so a restart re-folds and stores only what comes after.
+            "CREATE TABLE IF NOT EXISTS {ks}.fold_progress (
+            consumer_group text, topic text, partition int, folded bigint,
+            PRIMARY KEY ((consumer_group, topic), partition)
+        )",
+        ],
+    },
+];
 
 /// What [`migrate`] did with one migration.
 #[derive(Debug, Clone, PartialEq, Eq)]

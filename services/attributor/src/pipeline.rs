@@ -25,6 +25,7 @@ use std::{
 
 use payoff_adapters::{
     kafka as adapters,
+    progress::{self, Progress},
     topology::{self, Topics},
 };
 use payoff_core::ids::TenantId;
@@ -78,6 +79,11 @@ struct Worker {
     /// Since when each task's merge has waited for an empty input.
     blocked: BTreeMap<i32, Instant>,
     ready: Ready,
+    /// Partitions of the input topics (tasks) and of `credits` (where markers go).
+    sources: u32,
+    credit_partitions: i32,
+    /// Progress of one task, reused at every commit.
+    progress: Vec<(TenantId, payoff_core::time::Timestamp)>,
 }
 
 /// The consumer's context: rebalances go through the worker.
@@ -363,6 +369,27 @@ impl Worker {
         let mut offsets = TopicPartitionList::new();
         let mut changelog = Vec::new();
         for (p, task) in &mut self.tasks {
+            self.progress.clear();
+            task.progress(&mut self.progress);
+            for (tenant, before) in &self.progress {
+                let marker = Progress {
+                    tenant: tenant.as_str().to_owned(),
+                    source: u32::try_from(*p).unwrap_or_default(),
+                    sources: self.sources,
+                    before: before.millis(),
+                }
+                .encode();
+                for partition in 0..self.credit_partitions {
+                    let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topics.credits)
+                        .payload(marker.as_slice())
+                        .partition(partition)
+                        .headers(OwnedHeaders::new().insert(Header {
+                            key: progress::HEADER,
+                            value: Some("1"),
+                        }));
+                    produce(&self.producer, record)?;
+                }
+            }
             changelog.clear();
             task.flush_changelog(&mut changelog);
             for output in &changelog {
@@ -722,6 +749,22 @@ pub fn run_blocking(
         .init_transactions(config.transaction_timeout)
         .map_err(kafka("init transactions"))?;
 
+    let counts = adapters::partition_counts(
+        &config.kafka_brokers,
+        &[&topics.clicks, &topics.credits],
+        Duration::from_secs(30),
+    )
+    .map_err(|e| AttributorError::Kafka(e.to_string()))?;
+    let count = |i: usize| {
+        counts[i].1.ok_or_else(|| {
+            AttributorError::Kafka(format!(
+                "topic {} does not exist (run payoff migrate)",
+                counts[i].0
+            ))
+        })
+    };
+    let (sources, credit_partitions) = (count(0)?, count(1)?);
+
     let feed = ProgramFeed::new(&config.kafka_brokers, &topics.programs)?;
     let mut programs = Programs::default();
     let loaded = feed.poll(&mut programs, true, shutdown)?;
@@ -755,6 +798,9 @@ pub fn run_blocking(
         failed: None,
         blocked: BTreeMap::new(),
         ready,
+        sources: u32::try_from(sources).unwrap_or_default(),
+        credit_partitions,
+        progress: Vec::new(),
     }));
 
     let mut consumer_config: ClientConfig = adapters::read_committed_consumer_config(

@@ -318,6 +318,8 @@ struct TenantState {
     /// Waiting corrections by event time, for the wait limit.
     waiting_by_time: BTreeSet<(Timestamp, u64, ConversionKey)>,
     next_expiry: Option<Timestamp>,
+    /// The progress last reported ([`Task::progress`]).
+    reported: Option<Timestamp>,
 }
 
 /// What the task's parts share while one tenant's state is borrowed.
@@ -455,6 +457,26 @@ impl Task {
     pub fn waiting_for(&self, source: Source) -> bool {
         let i = source.index();
         i < self.queues.len() && self.queues[i].is_empty() && !self.at_end[i]
+    }
+
+    /// Tenants whose progress moved since the last call, each with the event time before
+    /// which this task will emit no more of their credits (for the ledger's event-time
+    /// order, see `payoff_adapters::progress`): the reorder buffer's watermark, or the
+    /// oldest correction still waiting for its conversion if that is earlier. Events
+    /// later than the grace period are the exception the marker allows.
+    pub fn progress(&mut self, out: &mut Vec<(TenantId, Timestamp)>) {
+        for (tenant, state) in &mut self.tenants {
+            let Some(mut before) = state.buffer.as_ref().and_then(ReorderBuffer::watermark) else {
+                continue;
+            };
+            if let Some((waiting, ..)) = state.waiting_by_time.first() {
+                before = before.min(*waiting);
+            }
+            if state.reported.is_none_or(|r| before > r) {
+                state.reported = Some(before);
+                out.push((tenant.clone(), before));
+            }
+        }
     }
 
     /// Queued events not yet merged.

@@ -15,6 +15,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use payoff_adapters::{
     kafka::{self as adapters, StartFrom},
+    progress,
     topology::{self, Topics},
 };
 use payoff_core::credit::Credit;
@@ -330,7 +331,7 @@ fn read_all(brokers: &str, topic: &str, at_least: usize, deadline: Instant) -> R
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 at_end[m.partition() as usize] = false;
-                let headers = m
+                let headers: BTreeMap<String, String> = m
                     .headers()
                     .map(|h| {
                         h.iter()
@@ -344,6 +345,10 @@ fn read_all(brokers: &str, topic: &str, at_least: usize, deadline: Instant) -> R
                             .collect()
                     })
                     .unwrap_or_default();
+                // The attributor's progress markers (for the ledger) are not credits.
+                if headers.contains_key(progress::HEADER) {
+                    continue;
+                }
                 out.push((headers, m.payload().unwrap_or_default().to_vec()));
             }
             Some(Err(KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,

@@ -8,7 +8,7 @@
 use std::ops::AddAssign;
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     ids::{CampaignId, CreatorId},
@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// A change to the KPI counters of one campaign (and creator, when credited).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KpiDelta {
     /// When (event time of the cause).
     pub at: Timestamp,
@@ -29,7 +29,7 @@ pub struct KpiDelta {
 }
 
 /// Additive KPI counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KpiTotals {
     /// Unique, unflagged clicks.
     pub clicks: u64,

@@ -1,0 +1,41 @@
+//! `payoff-ledger`: parses configuration, starts telemetry, runs the service.
+
+use clap::Parser;
+use payoff_ledger::{Config, LedgerError, config::LogFormat};
+use payoff_runtime::telemetry;
+
+/// Exit code for a bad configuration (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    let format = match config.log_format {
+        LogFormat::Json => telemetry::LogFormat::Json,
+        LogFormat::Text => telemetry::LogFormat::Text,
+    };
+    telemetry::init_logging(format, &config.log);
+    let shutdown = payoff_runtime::shutdown::on_signal();
+    let drain = config.drain_timeout;
+    let run = payoff_ledger::run(config, shutdown.clone());
+    tokio::pin!(run);
+    let result = tokio::select! {
+        r = &mut run => r,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(drain).await;
+        } => Err(LedgerError::Internal("drain timeout passed; exiting (a restart re-folds what was not written)".into())),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e @ LedgerError::Config(_)) => {
+            eprintln!("payoff-ledger: {e}");
+            std::process::ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "ledger failed");
+            eprintln!("payoff-ledger: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! The ledger's projections in ScyllaDB / Cassandra: what a folded credit writes, and
+//! the reads the queries need.
+//!
+//! Every row has a key derived from what caused it (entry id, credit id, fact index), so
+//! writing a row again writes the same values: a re-fold after a crash changes nothing.
+//! Nothing is updated in place or deleted; status is derived at query time. Partitions
+//! are bounded by month (entries, KPI deltas) or by (campaign, creator, period).
+
+use std::sync::Arc;
+
+use futures::TryStreamExt as _;
+use payoff_adapters::AdapterError;
+use payoff_core::{
+    credit::CreditKind,
+    ids::TenantId,
+    kpi::KpiDelta,
+    ledger::{LedgerEntry, LedgerFact},
+    time::{Period, PeriodKind, Timestamp},
+};
+use payoff_proto::{
+    convert::{credit_to_proto, entry_from_proto, entry_to_proto},
+    v1,
+};
+use prost::Message as _;
+use rust_decimal::Decimal;
+use scylla::{client::session::Session, statement::prepared::PreparedStatement};
+
+use crate::{error::LedgerError, fold::Folded};
+
+/// The month bucket ("YYYY-MM", UTC) of an instant.
+pub fn month(at: Timestamp) -> String {
+    Period::containing(PeriodKind::Month, at).label()
+}
+
+/// The prepared statements of one keyspace.
+#[derive(Debug, Clone)]
+pub struct Store {
+    session: Arc<Session>,
+    insert_by_creator: PreparedStatement,
+    insert_by_campaign: PreparedStatement,
+    insert_creator_month: PreparedStatement,
+    insert_campaign_month: PreparedStatement,
+    insert_order_entry: PreparedStatement,
+    insert_order_credit: PreparedStatement,
+    insert_tier_change: PreparedStatement,
+    insert_kpi: PreparedStatement,
+    put_progress: PreparedStatement,
+    get_progress: PreparedStatement,
+    creator_months: PreparedStatement,
+    campaign_months: PreparedStatement,
+    by_creator: PreparedStatement,
+    by_campaign: PreparedStatement,
+    order_entries: PreparedStatement,
+    order_credits: PreparedStatement,
+    tier_changes: PreparedStatement,
+    kpis: PreparedStatement,
+}
+
+fn cql(op: &'static str) -> impl FnOnce(scylla::errors::ExecutionError) -> LedgerError {
+    move |e| LedgerError::Store(AdapterError::cql(op, e))
+}
+
+fn rows(op: &'static str) -> impl Fn(String) -> LedgerError {
+    move |e| LedgerError::Store(AdapterError::Config(format!("{op}: {e}")))
+}
+
+impl Store {
+    /// Prepares every statement against `keyspace` (migrated beforehand).
+    pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<Self, LedgerError> {
+        payoff_adapters::cql::validate_identifier(keyspace).map_err(LedgerError::Store)?;
+        let prepare = async |text: &str| {
+            session
+                .prepare(text.replace("{ks}", keyspace))
+                .await
+                .map_err(|e| LedgerError::Store(AdapterError::CqlPrepare(Box::new(e))))
+        };
+        Ok(Self {
+            insert_by_creator: prepare("INSERT INTO {ks}.entries_by_creator (tenant, creator, month, occurred_at, entry_id, campaign, body) VALUES (?, ?, ?, ?, ?, ?, ?)").await?,
+            insert_by_campaign: prepare("INSERT INTO {ks}.entries_by_campaign (tenant, campaign, month, occurred_at, entry_id, creator, body) VALUES (?, ?, ?, ?, ?, ?, ?)").await?,
+            insert_creator_month: prepare("INSERT INTO {ks}.creator_months (tenant, creator, month) VALUES (?, ?, ?)").await?,
+            insert_campaign_month: prepare("INSERT INTO {ks}.campaign_months (tenant, campaign, month) VALUES (?, ?, ?)").await?,
+            insert_order_entry: prepare("INSERT INTO {ks}.order_entries (tenant, order_id, entry_id, body) VALUES (?, ?, ?, ?)").await?,
+            insert_order_credit: prepare("INSERT INTO {ks}.order_credits (tenant, order_id, credit_id, body) VALUES (?, ?, ?, ?)").await?,
+            insert_tier_change: prepare("INSERT INTO {ks}.tier_changes (tenant, campaign, creator, period, at, change_id, orders, revenue) VALUES (?, ?, ?, ?, ?, ?, ?, ?)").await?,
+            insert_kpi: prepare("INSERT INTO {ks}.kpi_deltas (tenant, campaign, month, at, delta_id, body) VALUES (?, ?, ?, ?, ?, ?)").await?,
+            put_progress: prepare("INSERT INTO {ks}.fold_progress (consumer_group, topic, partition, folded) VALUES (?, ?, ?, ?)").await?,
+            get_progress: prepare("SELECT folded FROM {ks}.fold_progress WHERE consumer_group = ? AND topic = ? AND partition = ?").await?,
+            creator_months: prepare("SELECT month FROM {ks}.creator_months WHERE tenant = ? AND creator = ?").await?,
+            campaign_months: prepare("SELECT month FROM {ks}.campaign_months WHERE tenant = ? AND campaign = ?").await?,
+            by_creator: prepare("SELECT body FROM {ks}.entries_by_creator WHERE tenant = ? AND creator = ? AND month = ?").await?,
+            by_campaign: prepare("SELECT body FROM {ks}.entries_by_campaign WHERE tenant = ? AND campaign = ? AND month = ?").await?,
+            order_entries: prepare("SELECT body FROM {ks}.order_entries WHERE tenant = ? AND order_id = ?").await?,
+            order_credits: prepare("SELECT body FROM {ks}.order_credits WHERE tenant = ? AND order_id = ?").await?,
+            tier_changes: prepare("SELECT orders, revenue FROM {ks}.tier_changes WHERE tenant = ? AND campaign = ? AND creator = ? AND period = ?").await?,
+            kpis: prepare("SELECT body FROM {ks}.kpi_deltas WHERE tenant = ? AND campaign = ? AND month = ?").await?,
+            session,
+        })
+    }
+
+    /// Writes every row a batch of folded credits produced (concurrently; each write is
+    /// idempotent), then records `folded` as the partition's fold progress.
+    pub async fn write(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        batch: &[Folded],
+        folded: u64,
+    ) -> Result<(), LedgerError> {
+        let mut writes = Vec::new();
+        for f in batch {
+            self.rows_of(f, &mut writes)?;
+        }
+        let mut pending = futures::stream::iter(writes.into_iter().map(|(statement, values)| {
+            let session = &self.session;
+            async move {
+                session
+                    .execute_unpaged(statement, values)
+                    .await
+                    .map_err(cql("write ledger row"))
+            }
+        }))
+        .buffer_unordered(64);
+        use futures::StreamExt as _;
+        while let Some(result) = pending.next().await {
+            result?;
+        }
+        self.session
+            .execute_unpaged(
+                &self.put_progress,
+                (
+                    group,
+                    topic,
+                    partition,
+                    i64::try_from(folded).unwrap_or(i64::MAX),
+                ),
+            )
+            .await
+            .map_err(cql("write fold progress"))?;
+        Ok(())
+    }
+
+    fn rows_of<'a>(
+        &'a self,
+        f: &Folded,
+        out: &mut Vec<(&'a PreparedStatement, Row)>,
+    ) -> Result<(), LedgerError> {
+        let tenant = f.tenant.as_str().to_owned();
+        let credit_id = f.credit.id.to_text();
+        if let CreditKind::Order { order, .. } | CreditKind::Reversal { order, .. } = &f.credit.kind
+        {
+            out.push((
+                &self.insert_order_credit,
+                Row::OrderCredit(
+                    tenant.clone(),
+                    order.as_str().to_owned(),
+                    credit_id.clone(),
+                    credit_to_proto(&f.tenant, &f.credit).encode_to_vec(),
+                ),
+            ));
+        }
+        for (i, fact) in f.facts.iter().enumerate() {
+            match fact {
+                LedgerFact::Entry(e) => self.entry_rows(&f.tenant, e, out),
+                LedgerFact::Progress {
+                    at,
+                    campaign,
+                    creator,
+                    period,
+                    orders,
+                    revenue,
+                } => out.push((
+                    &self.insert_tier_change,
+                    Row::Tier(
+                        tenant.clone(),
+                        campaign.as_str().to_owned(),
+                        creator.as_str().to_owned(),
+                        period.label(),
+                        at.millis(),
+                        format!("{credit_id}/{i}"),
+                        *orders,
+                        revenue.to_string(),
+                    ),
+                )),
+                LedgerFact::Kpi(k) => {
+                    let body = serde_json::to_string(k)
+                        .map_err(|e| LedgerError::Internal(format!("kpi delta: {e}")))?;
+                    out.push((
+                        &self.insert_campaign_month,
+                        Row::Month(tenant.clone(), k.campaign.as_str().to_owned(), month(k.at)),
+                    ));
+                    out.push((
+                        &self.insert_kpi,
+                        Row::Kpi(
+                            tenant.clone(),
+                            k.campaign.as_str().to_owned(),
+                            month(k.at),
+                            k.at.millis(),
+                            format!("{credit_id}/{i}"),
+                            body,
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn entry_rows<'a>(
+        &'a self,
+        tenant: &TenantId,
+        e: &LedgerEntry,
+        out: &mut Vec<(&'a PreparedStatement, Row)>,
+    ) {
+        let body = entry_to_proto(tenant, e, None).encode_to_vec();
+        let t = tenant.as_str().to_owned();
+        let (creator, campaign, m, id) = (
+            e.creator.as_str().to_owned(),
+            e.campaign.as_str().to_owned(),
+            month(e.occurred_at),
+            e.id.to_text(),
+        );
+        out.push((
+            &self.insert_creator_month,
+            Row::Month(t.clone(), creator.clone(), m.clone()),
+        ));
+        out.push((
+            &self.insert_campaign_month,
+            Row::Month(t.clone(), campaign.clone(), m.clone()),
+        ));
+        out.push((
+            &self.insert_by_creator,
+            Row::Entry(
+                t.clone(),
+                creator.clone(),
+                m.clone(),
+                e.occurred_at.millis(),
+                id.clone(),
+                campaign.clone(),
+                body.clone(),
+            ),
+        ));
+        out.push((
+            &self.insert_by_campaign,
+            Row::Entry(
+                t.clone(),
+                campaign,
+                m,
+                e.occurred_at.millis(),
+                id.clone(),
+                creator,
+                body.clone(),
+            ),
+        ));
+        if let Some(order) = &e.order {
+            out.push((
+                &self.insert_order_entry,
+                Row::OrderEntry(t, order.as_str().to_owned(), id, body),
+            ));
+        }
+    }
+
+    /// Credits of a partition already folded and stored (0 when none).
+    pub async fn progress(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<u64, LedgerError> {
+        let result = self
+            .session
+            .execute_unpaged(&self.get_progress, (group, topic, partition))
+            .await
+            .map_err(cql("read fold progress"))?
+            .into_rows_result()
+            .map_err(|e| rows("fold progress")(e.to_string()))?;
+        let folded = result
+            .maybe_first_row::<(i64,)>()
+            .map_err(|e| rows("fold progress")(e.to_string()))?
+            .map_or(0, |(n,)| u64::try_from(n).unwrap_or_default());
+        Ok(folded)
+    }
+
+    async fn strings(
+        &self,
+        statement: &PreparedStatement,
+        values: (&str, &str),
+        op: &'static str,
+    ) -> Result<Vec<String>, LedgerError> {
+        self.session
+            .execute_iter(statement.clone(), values)
+            .await
+            .map_err(|e| rows(op)(e.to_string()))?
+            .rows_stream::<(String,)>()
+            .map_err(|e| rows(op)(e.to_string()))?
+            .map_ok(|(s,)| s)
+            .try_collect()
+            .await
+            .map_err(|e| rows(op)(e.to_string()))
+    }
+
+    async fn bodies<V: scylla::serialize::row::SerializeRow + Send + Sync>(
+        &self,
+        statement: &PreparedStatement,
+        values: V,
+        op: &'static str,
+    ) -> Result<Vec<Vec<u8>>, LedgerError> {
+        self.session
+            .execute_iter(statement.clone(), values)
+            .await
+            .map_err(|e| rows(op)(e.to_string()))?
+            .rows_stream::<(Vec<u8>,)>()
+            .map_err(|e| rows(op)(e.to_string()))?
+            .map_ok(|(b,)| b)
+            .try_collect()
+            .await
+            .map_err(|e| rows(op)(e.to_string()))
+    }
+
+    /// Every entry of a creator (all campaigns), in (time, id) order.
+    pub async fn creator_entries(
+        &self,
+        tenant: &str,
+        creator: &str,
+    ) -> Result<Vec<LedgerEntry>, LedgerError> {
+        let mut months = self
+            .strings(&self.creator_months, (tenant, creator), "creator months")
+            .await?;
+        months.sort();
+        let mut out = Vec::new();
+        for m in months {
+            for body in self
+                .bodies(
+                    &self.by_creator,
+                    (tenant, creator, m.as_str()),
+                    "entries by creator",
+                )
+                .await?
+            {
+                out.push(decode_entry(&body)?);
+            }
+        }
+        out.sort_by_key(|e| (e.occurred_at, e.id));
+        Ok(out)
+    }
+
+    /// Every entry of a campaign (all creators), in (time, id) order.
+    pub async fn campaign_entries(
+        &self,
+        tenant: &str,
+        campaign: &str,
+    ) -> Result<Vec<LedgerEntry>, LedgerError> {
+        let mut months = self
+            .strings(&self.campaign_months, (tenant, campaign), "campaign months")
+            .await?;
+        months.sort();
+        let mut out = Vec::new();
+        for m in months {
+            for body in self
+                .bodies(
+                    &self.by_campaign,
+                    (tenant, campaign, m.as_str()),
+                    "entries by campaign",
+                )
+                .await?
+            {
+                out.push(decode_entry(&body)?);
+            }
+        }
+        out.sort_by_key(|e| (e.occurred_at, e.id));
+        Ok(out)
+    }
+
+    /// The entries and credits of one order.
+    pub async fn order(
+        &self,
+        tenant: &str,
+        order: &str,
+    ) -> Result<(Vec<LedgerEntry>, Vec<v1::Credit>), LedgerError> {
+        let mut entries = Vec::new();
+        for body in self
+            .bodies(&self.order_entries, (tenant, order), "order entries")
+            .await?
+        {
+            entries.push(decode_entry(&body)?);
+        }
+        entries.sort_by_key(|e| (e.occurred_at, e.id));
+        let mut credits = Vec::new();
+        for body in self
+            .bodies(&self.order_credits, (tenant, order), "order credits")
+            .await?
+        {
+            credits.push(
+                v1::Credit::decode(body.as_slice())
+                    .map_err(|e| LedgerError::Internal(format!("stored credit: {e}")))?,
+            );
+        }
+        Ok((entries, credits))
+    }
+
+    /// Net orders and revenue of a creator's tier progress in a period.
+    pub async fn tier(
+        &self,
+        tenant: &str,
+        campaign: &str,
+        creator: &str,
+        period: &str,
+    ) -> Result<(i64, Decimal), LedgerError> {
+        let op = "tier changes";
+        let changes: Vec<(i64, String)> = self
+            .session
+            .execute_iter(
+                self.tier_changes.clone(),
+                (tenant, campaign, creator, period),
+            )
+            .await
+            .map_err(|e| rows(op)(e.to_string()))?
+            .rows_stream::<(i64, String)>()
+            .map_err(|e| rows(op)(e.to_string()))?
+            .try_collect()
+            .await
+            .map_err(|e| rows(op)(e.to_string()))?;
+        let mut orders = 0;
+        let mut revenue = Decimal::ZERO;
+        for (o, r) in changes {
+            orders += o;
+            revenue += r
+                .parse::<Decimal>()
+                .map_err(|e| LedgerError::Internal(format!("stored revenue {r:?}: {e}")))?;
+        }
+        Ok((orders, revenue))
+    }
+
+    /// Every KPI delta of a campaign.
+    pub async fn kpi_deltas(
+        &self,
+        tenant: &str,
+        campaign: &str,
+    ) -> Result<Vec<KpiDelta>, LedgerError> {
+        let mut months = self
+            .strings(&self.campaign_months, (tenant, campaign), "campaign months")
+            .await?;
+        months.sort();
+        let mut out = Vec::new();
+        for m in months {
+            let op = "kpi deltas";
+            let bodies: Vec<String> = self
+                .session
+                .execute_iter(self.kpis.clone(), (tenant, campaign, m.as_str()))
+                .await
+                .map_err(|e| rows(op)(e.to_string()))?
+                .rows_stream::<(String,)>()
+                .map_err(|e| rows(op)(e.to_string()))?
+                .map_ok(|(s,)| s)
+                .try_collect()
+                .await
+                .map_err(|e| rows(op)(e.to_string()))?;
+            for body in bodies {
+                out.push(
+                    serde_json::from_str(&body)
+                        .map_err(|e| LedgerError::Internal(format!("stored kpi delta: {e}")))?,
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn decode_entry(body: &[u8]) -> Result<LedgerEntry, LedgerError> {
+    let proto = v1::LedgerEntry::decode(body)
+        .map_err(|e| LedgerError::Internal(format!("stored entry: {e}")))?;
+    entry_from_proto(&proto)
+        .map(|(_, e)| e)
+        .map_err(|e| LedgerError::Internal(format!("stored entry: {e}")))
+}
+
+/// The values of one write.
+#[derive(Debug)]
+enum Row {
+    Month(String, String, String),
+    Entry(String, String, String, i64, String, String, Vec<u8>),
+    OrderEntry(String, String, String, Vec<u8>),
+    OrderCredit(String, String, String, Vec<u8>),
+    Tier(String, String, String, String, i64, String, i64, String),
+    Kpi(String, String, String, i64, String, String),
+}
+
+impl scylla::serialize::row::SerializeRow for Row {
+    fn serialize(
+        &self,
+        ctx: &scylla::serialize::row::RowSerializationContext<'_>,
+        writer: &mut scylla::serialize::writers::RowWriter<'_>,
+    ) -> Result<(), scylla::serialize::SerializationError> {
+        match self {
+            Self::Month(a, b, c) => (a, b, c).serialize(ctx, writer),
+            Self::Entry(a, b, c, d, e, f, g) => (a, b, c, d, e, f, g).serialize(ctx, writer),
+            Self::OrderEntry(a, b, c, d) | Self::OrderCredit(a, b, c, d) => {
+                (a, b, c, d).serialize(ctx, writer)
+            }
+            Self::Tier(a, b, c, d, e, f, g, h) => (a, b, c, d, e, f, g, h).serialize(ctx, writer),
+            Self::Kpi(a, b, c, d, e, f) => (a, b, c, d, e, f).serialize(ctx, writer),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
