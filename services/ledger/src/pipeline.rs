@@ -249,10 +249,10 @@ pub async fn run(
                 let msg = msg.map_err(kafka("consume"))?;
                 apply_changes(&changes, &mut parts);
                 let p = msg.partition();
-                if !parts.contains_key(&p) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = parts.entry(p) {
                     let stored = shared.store.progress(&config.group_id, &topics.credits, p).await?;
                     tracing::info!(partition = p, stored, "partition assigned; re-folding from its beginning");
-                    parts.insert(p, Part { fold: Fold::new(), stored, pending: Vec::new(), since: Instant::now(), restored: false });
+                    slot.insert(Part { fold: Fold::new(), stored, pending: Vec::new(), since: Instant::now(), restored: false });
                 }
                 offer(&feed, shared, &msg, &mut parts, &mut out).await?;
                 if parts.get(&p).is_some_and(|part| part.pending.len() >= MAX_BATCH) {

@@ -1,0 +1,529 @@
+//! The ledger against the real Kafka and Cassandra, end to end: a generated scenario goes
+//! through the attributor (in this process) into `credits`, the ledger (a process, so it
+//! can be killed with SIGKILL) folds it into Cassandra, and every query answer equals
+//! what the offline engine (`payoff replay`) computes for the same events: balances as of
+//! an instant, entries with their status, tier progress and campaign KPIs.
+//!
+//! Every wait is a poll with a deadline; nothing sleeps as synchronisation.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser as _;
+use payoff_adapters::{
+    cql::{self, CqlSettings, Replication},
+    kafka as adapters, schema,
+    topology::{self, Topics},
+};
+use payoff_core::{engine::Engine, time::Timestamp};
+use payoff_proto::{
+    convert::to_timestamp,
+    v1::{self, ledger_client::LedgerClient},
+};
+use payoff_runtime::auth::hash_secret;
+use payoff_tests::{
+    fixture,
+    scenario::{self, Options, Scenario},
+};
+use prost::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rust_decimal::Decimal;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+const PARTITIONS: i32 = 4;
+const DEADLINE: Duration = Duration::from_secs(240);
+const READ_KEY: &str = "read-secret-for-tests";
+
+struct Setup {
+    brokers: String,
+    prefix: String,
+    topics: Topics,
+    keyspace: String,
+    keys: tempfile::NamedTempFile,
+    attributor: CancellationToken,
+}
+
+impl Setup {
+    async fn new(name: &str, scenario: &Scenario) -> Result<Self> {
+        let brokers = fixture::kafka_brokers();
+        let prefix = format!("{}.", fixture::unique_name(name));
+        let topics = Topics::with_prefix(&prefix);
+        adapters::ensure_topics(
+            &brokers,
+            &topics.specs(PARTITIONS, 1),
+            Duration::from_secs(30),
+        )
+        .await
+        .context("create topics")?;
+        let keyspace = fixture::unique_name("ledger").replace(['-', '.'], "_");
+        let session = cql::connect(&CqlSettings::new(fixture::cql_nodes())).await?;
+        cql::create_keyspace(&session, &keyspace, &Replication::Simple { factor: 1 }).await?;
+        schema::migrate(&session, &keyspace).await?;
+
+        let keys = tempfile::NamedTempFile::new()?;
+        std::fs::write(
+            keys.path(),
+            serde_json::json!({"keys": [{"id": "dash", "tenant": scenario::TENANT, "role": "read", "sha256": hash_secret(READ_KEY)}]})
+                .to_string(),
+        )?;
+
+        let mut config = adapters::base_config(&brokers, "ledger-test")?;
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", topology::PARTITIONER);
+        let producer: FutureProducer = config.create()?;
+        let key = topology::key(&[scenario::TENANT, "1"]);
+        let program = scenario.program.encode_to_vec();
+        producer
+            .send(
+                FutureRecord::to(&topics.programs)
+                    .key(&key)
+                    .payload(&program),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .context("publish program")?;
+        let records: Vec<(String, String, Vec<u8>)> = scenario
+            .records(&topics)
+            .into_iter()
+            .map(|(t, k, e)| (t, k, e.encode_to_vec()))
+            .collect();
+        let mut deliveries = Vec::new();
+        for (topic, key, payload) in &records {
+            deliveries.push(
+                producer
+                    .send_result(FutureRecord::to(topic).key(key).payload(payload))
+                    .map_err(|(e, _)| e)?,
+            );
+        }
+        for d in deliveries {
+            d.await
+                .context("delivery dropped")?
+                .map_err(|(e, _)| e)
+                .context("not delivered")?;
+        }
+
+        // The attributor, in this process.
+        let attributor = CancellationToken::new();
+        let config = payoff_attributor::Config::try_parse_from([
+            "payoff-attributor",
+            "--kafka-brokers",
+            &brokers,
+            "--topic-prefix",
+            &prefix,
+            "--group-id",
+            &fixture::unique_name("attributor"),
+            "--instance-id",
+            &fixture::unique_name("attr"),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--correction-wait",
+            "3650days",
+            "--max-idle",
+            "120s",
+        ])?;
+        let token = attributor.clone();
+        tokio::spawn(async move {
+            if let Err(e) = payoff_attributor::run(config, token).await {
+                eprintln!("attributor failed: {e}");
+            }
+        });
+        Ok(Self {
+            brokers,
+            prefix,
+            topics,
+            keyspace,
+            keys,
+            attributor,
+        })
+    }
+
+    fn start_ledger(&self, group: &str) -> Result<LedgerProcess> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_payoff-ledger"))
+            .args([
+                "--kafka-brokers",
+                &self.brokers,
+                "--scylla-nodes",
+                &fixture::cql_nodes().join(","),
+                "--keyspace",
+                &self.keyspace,
+                "--topic-prefix",
+                &self.prefix,
+                "--group-id",
+                group,
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--api-keys",
+                &self.keys.path().display().to_string(),
+                "--log-format",
+                "json",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("start payoff-ledger")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if std::env::var_os("LEDGER_TEST_LOGS").is_some()
+                    || line.contains("\"level\":\"WARN\"")
+                    || line.contains("\"level\":\"ERROR\"")
+                {
+                    eprintln!("[ledger] {line}");
+                }
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .context("no \"ledger listening\" log line")?;
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "ledger listening"
+            {
+                let grpc = v["grpc"].as_str().context("no grpc field")?.to_owned();
+                return Ok(LedgerProcess {
+                    child,
+                    grpc,
+                    _lines: lines,
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.attributor.cancel();
+    }
+}
+
+struct LedgerProcess {
+    child: Child,
+    grpc: String,
+    _lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl LedgerProcess {
+    async fn client(&self) -> Result<LedgerClient<Channel>> {
+        let channel = Channel::from_shared(format!("http://{}", self.grpc))?
+            .connect()
+            .await?;
+        Ok(LedgerClient::new(channel))
+    }
+
+    fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for LedgerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn authorized<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {READ_KEY}").parse().unwrap(),
+    );
+    request
+}
+
+fn decimal(m: Option<&v1::Money>) -> Decimal {
+    m.map_or(Decimal::ZERO, |m| m.amount.parse().unwrap())
+        .normalize()
+}
+
+/// The oracle: the engine's report as of `as_of`.
+fn oracle(scenario: &Scenario, as_of: Timestamp) -> payoff_core::engine::Report {
+    let mut engine = Engine::new(scenario.programs());
+    for e in scenario.core_events() {
+        engine.push(e);
+    }
+    engine.finish();
+    engine.report(as_of)
+}
+
+/// Balances per (creator, currency) the ledger answers, as of `as_of`.
+async fn balances(
+    client: &mut LedgerClient<Channel>,
+    creators: &[String],
+    as_of: Timestamp,
+) -> Result<BTreeMap<(String, String), [Decimal; 5]>> {
+    let mut out = BTreeMap::new();
+    for creator in creators {
+        let b = client
+            .get_balance(authorized(v1::GetBalanceRequest {
+                creator_id: creator.clone(),
+                campaign_id: String::new(),
+                as_of: Some(to_timestamp(as_of)),
+            }))
+            .await?
+            .into_inner();
+        for c in b.currencies {
+            out.insert(
+                (creator.clone(), c.currency.clone()),
+                [
+                    decimal(c.pending.as_ref()),
+                    decimal(c.approved.as_ref()),
+                    decimal(c.paid.as_ref()),
+                    decimal(c.reversed.as_ref()),
+                    decimal(c.available.as_ref()),
+                ],
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn want_balances(report: &payoff_core::engine::Report) -> BTreeMap<(String, String), [Decimal; 5]> {
+    report
+        .balances
+        .iter()
+        .map(|b| {
+            (
+                (b.creator.as_str().to_owned(), b.currency.code().to_owned()),
+                [
+                    b.pending.amount.normalize(),
+                    b.approved.amount.normalize(),
+                    b.paid.amount.normalize(),
+                    b.reversed.amount.normalize(),
+                    b.available.amount.normalize(),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// Polls until the ledger's balances equal the oracle's (or the deadline passes, then
+/// fails with the difference).
+async fn until_balances_equal(
+    ledger: &LedgerProcess,
+    report: &payoff_core::engine::Report,
+    deadline: Instant,
+) -> Result<()> {
+    let want = want_balances(report);
+    let creators: Vec<String> = want
+        .keys()
+        .map(|(c, _)| c.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut client = ledger.client().await?;
+    loop {
+        let got = balances(&mut client, &creators, report.as_of).await?;
+        if got == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let differ: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), *v, got.get(k).copied()))
+                .take(5)
+                .collect();
+            bail!("balances differ after the deadline (creator, currency, want, got): {differ:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Every entry, tier progress and campaign KPI equals the oracle's.
+async fn assert_queries_equal(
+    ledger: &LedgerProcess,
+    report: &payoff_core::engine::Report,
+) -> Result<()> {
+    let mut client = ledger.client().await?;
+    // Entries per creator, paged, with ids, amounts and kinds.
+    let mut want: BTreeMap<String, Vec<(String, String, Decimal)>> = BTreeMap::new();
+    for e in &report.entries {
+        want.entry(e.entry.creator.as_str().to_owned())
+            .or_default()
+            .push((
+                e.entry.id.to_text(),
+                e.entry.kind.as_str().to_owned(),
+                e.entry.amount.amount.normalize(),
+            ));
+    }
+    for (creator, want) in &want {
+        let mut got = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = client
+                .list_entries(authorized(v1::ListEntriesRequest {
+                    creator_id: creator.clone(),
+                    campaign_id: String::new(),
+                    range: None,
+                    page_size: 50,
+                    page_token: token.clone(),
+                }))
+                .await?
+                .into_inner();
+            for e in page.entries {
+                let (_, entry) = payoff_proto::convert::entry_from_proto(&e)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                got.push((
+                    entry.id.to_text(),
+                    entry.kind.as_str().to_owned(),
+                    entry.amount.amount.normalize(),
+                ));
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(&got, want, "entries of {creator}");
+    }
+    // Tier progress per (campaign, creator, period).
+    for t in &report.tier_progress {
+        let got = client
+            .get_tier_progress(authorized(v1::GetTierProgressRequest {
+                creator_id: t.creator.as_str().to_owned(),
+                campaign_id: t.campaign.as_str().to_owned(),
+                period: t.period.label(),
+            }))
+            .await?
+            .into_inner();
+        assert_eq!(i64::try_from(got.count)?, t.orders, "tier count of {t:?}");
+        assert_eq!(
+            decimal(got.revenue.as_ref()),
+            t.revenue.normalize(),
+            "tier revenue of {t:?}"
+        );
+    }
+    // Campaign KPIs, in total and per creator.
+    for (campaign, want) in &report.kpis {
+        let got = client
+            .get_campaign_kpis(authorized(v1::GetCampaignKpisRequest {
+                campaign_id: campaign.as_str().to_owned(),
+                range: Some(v1::TimeRange {
+                    start: None,
+                    end: Some(to_timestamp(
+                        report.as_of.plus(payoff_core::time::Duration(1)),
+                    )),
+                }),
+                creator_id: String::new(),
+            }))
+            .await?
+            .into_inner();
+        let total = got.total.context("total")?;
+        assert_eq!(
+            decimal(total.revenue.as_ref()),
+            want.total.totals.revenue.normalize(),
+            "revenue of {campaign}"
+        );
+        assert_eq!(
+            decimal(total.cost.as_ref()),
+            want.total.totals.cost.normalize(),
+            "cost of {campaign}"
+        );
+        assert_eq!(
+            total.clicks, want.total.totals.clicks,
+            "clicks of {campaign}"
+        );
+        assert_eq!(
+            total.roas,
+            want.total.kpis.roas.map(|d| d.to_string()),
+            "ROAS of {campaign}"
+        );
+        assert_eq!(
+            got.creators.len(),
+            want.per_creator.len(),
+            "creators of {campaign}"
+        );
+    }
+    Ok(())
+}
+
+fn as_of(scenario: &Scenario) -> Timestamp {
+    // After every event (sentinels excluded), so that holds and statuses are settled the
+    // same way in both.
+    let last = scenario
+        .core_events()
+        .iter()
+        .filter(|e| !e.id.as_str().starts_with("sentinel-"))
+        .map(|e| e.occurred_at)
+        .max()
+        .unwrap_or(Timestamp(0));
+    last.plus(payoff_core::time::Duration::hours(24 * 400))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_query_equals_the_replay_of_the_same_events() -> Result<()> {
+    let scenario = scenario::generate(Options {
+        seed: 21,
+        visitors: 600,
+        sentinels: 60,
+    });
+    let report = oracle(&scenario, as_of(&scenario));
+    assert!(report.entries.len() > 100, "the scenario books something");
+    let setup = Setup::new("ledger-eq", &scenario).await?;
+    let ledger = setup.start_ledger(&fixture::unique_name("ledger"))?;
+    let deadline = Instant::now() + DEADLINE;
+    until_balances_equal(&ledger, &report, deadline).await?;
+    assert_queries_equal(&ledger, &report).await?;
+    let _ = &setup.topics;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_stream_and_restarted_the_ledger_is_still_exact() -> Result<()> {
+    let scenario = scenario::generate(Options {
+        seed: 22,
+        visitors: 600,
+        sentinels: 60,
+    });
+    let report = oracle(&scenario, as_of(&scenario));
+    let setup = Setup::new("ledger-kill", &scenario).await?;
+    let group = fixture::unique_name("ledger");
+    let deadline = Instant::now() + DEADLINE;
+    // Kill it as soon as it has written something, twice.
+    for round in 0..2 {
+        let mut ledger = setup.start_ledger(&group)?;
+        let mut client = ledger.client().await?;
+        let creators: Vec<String> = report
+            .balances
+            .iter()
+            .map(|b| b.creator.as_str().to_owned())
+            .collect();
+        loop {
+            let got = balances(&mut client, &creators, report.as_of).await?;
+            if !got.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("round {round}: the ledger wrote nothing before the deadline");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ledger.kill()?;
+    }
+    let ledger = setup.start_ledger(&group)?;
+    until_balances_equal(&ledger, &report, deadline).await?;
+    assert_queries_equal(&ledger, &report).await?;
+    Ok(())
+}
