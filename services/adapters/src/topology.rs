@@ -79,7 +79,8 @@ impl Topics {
     }
 
     /// Every topic with its settings, for `payoff migrate`: event and credit topics share
-    /// `partitions`; `programs` is compacted.
+    /// `partitions`; `programs` is compacted; `credits` is never deleted (the ledger
+    /// rebuilds from it).
     pub fn specs(&self, partitions: i32, replication: i32) -> Vec<TopicSpec> {
         let min_isr = replication.clamp(1, 2).to_string();
         let event = |name: &str| {
@@ -93,7 +94,8 @@ impl Topics {
             event(&self.adjustments),
             event(&self.lead_status),
             event(&self.engagement),
-            event(&self.credits),
+            // The ledger re-folds a partition from its beginning: credits are kept forever.
+            event(&self.credits).config("retention.ms", "-1"),
             event(&self.dead_letter),
             event(&self.order_index),
             event(&self.attributor_changelog).compacted(),
@@ -145,5 +147,12 @@ mod tests {
         let p = |name: &str| specs.iter().find(|s| s.name == name).unwrap().partitions;
         assert_eq!(p("payoff.clicks"), p("payoff.orders"));
         assert_eq!(p("payoff.clicks"), p("payoff.signups"));
+        let credits = specs.iter().find(|s| s.name == "payoff.credits").unwrap();
+        assert!(
+            credits
+                .configs
+                .iter()
+                .any(|(k, v)| k == "retention.ms" && v == "-1")
+        );
     }
 }
