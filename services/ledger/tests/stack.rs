@@ -39,11 +39,15 @@ use tonic::transport::Channel;
 const PARTITIONS: i32 = 4;
 const DEADLINE: Duration = Duration::from_secs(240);
 const READ_KEY: &str = "read-secret-for-tests";
+const INGEST_KEY: &str = "ingest-secret-for-tests";
+const OTHER_TENANT_KEY: &str = "other-tenant-secret-for-tests";
+const CREATOR_KEY: &str = "creator-secret-for-tests";
+/// The creator of `CREATOR_KEY` (one of the example program's creators).
+const CREATOR: &str = "anna";
 
 struct Setup {
     brokers: String,
     prefix: String,
-    topics: Topics,
     keyspace: String,
     keys: tempfile::NamedTempFile,
     attributor: CancellationToken,
@@ -69,8 +73,13 @@ impl Setup {
         let keys = tempfile::NamedTempFile::new()?;
         std::fs::write(
             keys.path(),
-            serde_json::json!({"keys": [{"id": "dash", "tenant": scenario::TENANT, "role": "read", "sha256": hash_secret(READ_KEY)}]})
-                .to_string(),
+            serde_json::json!({"keys": [
+                {"id": "dash", "tenant": scenario::TENANT, "role": "read", "sha256": hash_secret(READ_KEY)},
+                {"id": "shop", "tenant": scenario::TENANT, "role": "ingest", "sha256": hash_secret(INGEST_KEY)},
+                {"id": "other", "tenant": "other-tenant", "role": "read", "sha256": hash_secret(OTHER_TENANT_KEY)},
+                {"id": "creator", "tenant": scenario::TENANT, "role": "creator", "creator": CREATOR, "sha256": hash_secret(CREATOR_KEY)},
+            ]})
+            .to_string(),
         )?;
 
         let mut config = adapters::base_config(&brokers, "ledger-test")?;
@@ -111,14 +120,23 @@ impl Setup {
                 .context("not delivered")?;
         }
 
-        // The attributor, in this process.
-        let attributor = CancellationToken::new();
+        Ok(Self {
+            brokers,
+            prefix,
+            keyspace,
+            keys,
+            attributor: CancellationToken::new(),
+        })
+    }
+
+    /// Starts the attributor in this process (credits start flowing).
+    fn start_attributor(&self) -> Result<()> {
         let config = payoff_attributor::Config::try_parse_from([
             "payoff-attributor",
             "--kafka-brokers",
-            &brokers,
+            &self.brokers,
             "--topic-prefix",
-            &prefix,
+            &self.prefix,
             "--group-id",
             &fixture::unique_name("attributor"),
             "--instance-id",
@@ -132,20 +150,13 @@ impl Setup {
             "--max-idle",
             "120s",
         ])?;
-        let token = attributor.clone();
+        let token = self.attributor.clone();
         tokio::spawn(async move {
             if let Err(e) = payoff_attributor::run(config, token).await {
                 eprintln!("attributor failed: {e}");
             }
         });
-        Ok(Self {
-            brokers,
-            prefix,
-            topics,
-            keyspace,
-            keys,
-            attributor,
-        })
+        Ok(())
     }
 
     fn start_ledger(&self, group: &str) -> Result<LedgerProcess> {
@@ -244,11 +255,14 @@ impl Drop for LedgerProcess {
 }
 
 fn authorized<T>(message: T) -> tonic::Request<T> {
+    with_key(READ_KEY, message)
+}
+
+fn with_key<T>(key: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {READ_KEY}").parse().unwrap(),
-    );
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
     request
 }
 
@@ -257,14 +271,19 @@ fn decimal(m: Option<&v1::Money>) -> Decimal {
         .normalize()
 }
 
-/// The oracle: the engine's report as of `as_of`.
-fn oracle(scenario: &Scenario, as_of: Timestamp) -> payoff_core::engine::Report {
+/// The oracle: the engine after every event.
+fn engine(scenario: &Scenario) -> Engine {
     let mut engine = Engine::new(scenario.programs());
     for e in scenario.core_events() {
         engine.push(e);
     }
     engine.finish();
-    engine.report(as_of)
+    engine
+}
+
+/// The oracle's report as of `as_of`.
+fn oracle(scenario: &Scenario, as_of: Timestamp) -> payoff_core::engine::Report {
+    engine(scenario).report(as_of)
 }
 
 /// Balances per (creator, currency) the ledger answers, as of `as_of`.
@@ -472,6 +491,30 @@ fn as_of(scenario: &Scenario) -> Timestamp {
     last.plus(payoff_core::time::Duration::hours(24 * 400))
 }
 
+/// Reads `n` updates from a watch stream (fails at the deadline), as entry ids with their
+/// (campaign, creator).
+async fn watched(
+    stream: &mut tonic::Streaming<v1::WatchEvent>,
+    n: usize,
+    deadline: Instant,
+) -> Result<Vec<(String, String, String)>> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(next) = tokio::time::timeout(left, stream.message()).await else {
+            bail!("watch: {} of {n} updates before the deadline", out.len());
+        };
+        match next?.and_then(|e| e.update) {
+            Some(v1::watch_event::Update::Entry(e)) => {
+                out.push((e.campaign_id, e.creator_id, e.entry_id))
+            }
+            Some(v1::watch_event::Update::TierProgress(_)) => {}
+            None => bail!("watch stream ended after {} updates", out.len()),
+        }
+    }
+    Ok(out)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_query_equals_the_replay_of_the_same_events() -> Result<()> {
     let scenario = scenario::generate(Options {
@@ -479,14 +522,206 @@ async fn every_query_equals_the_replay_of_the_same_events() -> Result<()> {
         visitors: 600,
         sentinels: 60,
     });
-    let report = oracle(&scenario, as_of(&scenario));
+    let engine = engine(&scenario);
+    let report = engine.report(as_of(&scenario));
     assert!(report.entries.len() > 100, "the scenario books something");
     let setup = Setup::new("ledger-eq", &scenario).await?;
     let ledger = setup.start_ledger(&fixture::unique_name("ledger"))?;
     let deadline = Instant::now() + DEADLINE;
+    // Watchers subscribe before the first credit exists.
+    let mut client = ledger.client().await?;
+    let mut all = client
+        .watch(authorized(v1::WatchRequest::default()))
+        .await?
+        .into_inner();
+    let mut mine = client
+        .watch(with_key(CREATOR_KEY, v1::WatchRequest::default()))
+        .await?
+        .into_inner();
+    setup.start_attributor()?;
     until_balances_equal(&ledger, &report, deadline).await?;
     assert_queries_equal(&ledger, &report).await?;
-    let _ = &setup.topics;
+
+    // The watch: each entry once, each book's entries in the order they were booked.
+    let got = watched(&mut all, engine.entries.len(), deadline).await?;
+    let book = |c: &str, r: &str, list: &[(String, String, String)]| -> Vec<String> {
+        list.iter()
+            .filter(|(cc, rr, _)| cc == c && rr == r)
+            .map(|(_, _, id)| id.clone())
+            .collect()
+    };
+    let want: Vec<(String, String, String)> = engine
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                e.campaign.as_str().to_owned(),
+                e.creator.as_str().to_owned(),
+                e.id.to_text(),
+            )
+        })
+        .collect();
+    let books: std::collections::BTreeSet<(String, String)> = want
+        .iter()
+        .map(|(c, r, _)| (c.clone(), r.clone()))
+        .collect();
+    for (c, r) in &books {
+        assert_eq!(
+            book(c, r, &got),
+            book(c, r, &want),
+            "watched entries of ({c}, {r})"
+        );
+    }
+    let anna = want.iter().filter(|(_, r, _)| r == CREATOR).count();
+    assert!(anna > 0, "anna earned something");
+    let got_mine = watched(&mut mine, anna, deadline).await?;
+    assert!(
+        got_mine.iter().all(|(_, r, _)| r == CREATOR),
+        "a creator key watches only its creator"
+    );
+
+    assert_scopes(&ledger, &report).await?;
+    Ok(())
+}
+
+/// Tenant and creator isolation, no key, wrong role (§11).
+async fn assert_scopes(ledger: &LedgerProcess, report: &payoff_core::engine::Report) -> Result<()> {
+    use tonic::Code;
+    let mut client = ledger.client().await?;
+    let balance = |creator: &str| v1::GetBalanceRequest {
+        creator_id: creator.into(),
+        campaign_id: String::new(),
+        as_of: Some(to_timestamp(report.as_of)),
+    };
+    let code = |r: Result<tonic::Response<v1::Balance>, tonic::Status>| r.err().map(|s| s.code());
+    assert_eq!(
+        code(
+            client
+                .get_balance(tonic::Request::new(balance(CREATOR)))
+                .await
+        ),
+        Some(Code::Unauthenticated),
+        "no key"
+    );
+    assert_eq!(
+        code(
+            client
+                .get_balance(with_key("nobody-issued-this", balance(CREATOR)))
+                .await
+        ),
+        Some(Code::Unauthenticated),
+        "unknown key"
+    );
+    assert_eq!(
+        code(
+            client
+                .get_balance(with_key(INGEST_KEY, balance(CREATOR)))
+                .await
+        ),
+        Some(Code::PermissionDenied),
+        "ingest key"
+    );
+    // Another tenant sees nothing of this one.
+    let other = client
+        .get_balance(with_key(OTHER_TENANT_KEY, balance(CREATOR)))
+        .await?
+        .into_inner();
+    assert!(
+        other.currencies.is_empty(),
+        "another tenant's key sees no balance: {other:?}"
+    );
+    let orders = |creator_has: bool| {
+        let mut by_order: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for e in &report.entries {
+            if let Some(o) = &e.entry.order {
+                by_order
+                    .entry(o.as_str().to_owned())
+                    .or_default()
+                    .insert(e.entry.creator.as_str().to_owned());
+            }
+        }
+        by_order
+            .into_iter()
+            .find(|(_, cs)| cs.contains(CREATOR) == creator_has)
+            .map(|(o, _)| o)
+    };
+    let (own_order, others_order) = (
+        orders(true).context("an order of anna")?,
+        orders(false).context("an order of others")?,
+    );
+    let explain = |o: &str| v1::ExplainOrderRequest { order_id: o.into() };
+    assert!(
+        client
+            .explain_order(authorized(explain(&others_order)))
+            .await
+            .is_ok(),
+        "the tenant's read key explains any order"
+    );
+    let e = client
+        .explain_order(with_key(OTHER_TENANT_KEY, explain(&own_order)))
+        .await;
+    assert_eq!(
+        e.err().map(|s| s.code()),
+        Some(Code::NotFound),
+        "another tenant's order"
+    );
+    // A creator key: its own balance, nobody else's.
+    let mine = client
+        .get_balance(with_key(CREATOR_KEY, balance("")))
+        .await?
+        .into_inner();
+    let want: Vec<_> = report
+        .balances
+        .iter()
+        .filter(|b| b.creator.as_str() == CREATOR)
+        .collect();
+    assert_eq!(mine.currencies.len(), want.len());
+    for (got, want) in mine.currencies.iter().zip(&want) {
+        assert_eq!(
+            decimal(got.available.as_ref()),
+            want.available.amount.normalize(),
+            "anna's available balance"
+        );
+    }
+    assert_eq!(
+        code(
+            client
+                .get_balance(with_key(CREATOR_KEY, balance("ben")))
+                .await
+        ),
+        Some(Code::NotFound),
+        "another creator's balance"
+    );
+    let listed = client
+        .list_entries(with_key(
+            CREATOR_KEY,
+            v1::ListEntriesRequest {
+                page_size: 1000,
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner();
+    assert!(
+        !listed.entries.is_empty() && listed.entries.iter().all(|e| e.creator_id == CREATOR),
+        "a creator key lists only its entries"
+    );
+    let e = client
+        .explain_order(with_key(CREATOR_KEY, explain(&others_order)))
+        .await;
+    assert_eq!(
+        e.err().map(|s| s.code()),
+        Some(Code::NotFound),
+        "an order anna has no part in"
+    );
+    let own = client
+        .explain_order(with_key(CREATOR_KEY, explain(&own_order)))
+        .await?
+        .into_inner();
+    assert!(
+        own.entries.iter().all(|e| e.creator_id == CREATOR)
+            && own.credits.iter().all(|c| c.creator_id == CREATOR)
+    );
     Ok(())
 }
 
@@ -499,6 +734,7 @@ async fn killed_mid_stream_and_restarted_the_ledger_is_still_exact() -> Result<(
     });
     let report = oracle(&scenario, as_of(&scenario));
     let setup = Setup::new("ledger-kill", &scenario).await?;
+    setup.start_attributor()?;
     let group = fixture::unique_name("ledger");
     let deadline = Instant::now() + DEADLINE;
     // Kill it as soon as it has written something, twice.
