@@ -47,7 +47,7 @@ mod wire;
 
 pub use credit::{credit_from_proto, credit_to_proto};
 pub use entry::{entry_from_proto, entry_status_to_proto, entry_to_proto};
-pub use wire::{money_to_proto, period};
+pub use wire::{money, money_to_proto, period};
 
 /// A protobuf timestamp as milliseconds since the epoch (sub-millisecond digits dropped).
 pub fn timestamp(t: &pbjson_types::Timestamp) -> Timestamp {

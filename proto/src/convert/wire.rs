@@ -21,7 +21,7 @@ pub fn money_to_proto(m: Money) -> v1::Money {
 }
 
 /// Required money: any sign, any precision (amounts payoff produced, read back).
-pub(super) fn money(field: &str, m: Option<&v1::Money>) -> Result<Money, Violation> {
+pub fn money(field: &str, m: Option<&v1::Money>) -> Result<Money, Violation> {
     let m = m.ok_or_else(|| required(field))?;
     let currency = Currency::parse(&format!("{field}.currency"), &m.currency)?;
     let amount = parse_decimal(&format!("{field}.amount"), &m.amount)?;

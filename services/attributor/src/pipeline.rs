@@ -706,6 +706,58 @@ fn mark_ends(
     }
 }
 
+/// How long a task's merge may wait before the wait is logged (once per this period).
+const STUCK_WARN: Duration = Duration::from_secs(10);
+
+/// Logs a task whose merge has waited long for inputs that are empty and not known to
+/// be at their end, with each input's position and end (the diagnosis of a stall).
+fn warn_if_stuck(
+    consumer: &BaseConsumer<Context>,
+    names: &BTreeMap<String, Source>,
+    p: i32,
+    w: &mut Worker,
+    warned: &mut BTreeMap<i32, Instant>,
+) {
+    let Some(since) = w.blocked.get(&p) else {
+        return;
+    };
+    if since.elapsed() < STUCK_WARN || warned.get(&p).is_some_and(|t| t.elapsed() < STUCK_WARN) {
+        return;
+    }
+    warned.insert(p, Instant::now());
+    let Some(task) = w.tasks.get(&p) else {
+        return;
+    };
+    let positions = consumer.position().ok();
+    let mut inputs = Vec::new();
+    for (topic, source) in names {
+        if *source == Source::Index || !task.waiting_for(*source) {
+            continue;
+        }
+        let position = positions.as_ref().and_then(|tpl| {
+            tpl.elements()
+                .iter()
+                .find(|e| e.topic() == topic && e.partition() == p)
+                .map(|e| format!("{:?}", e.offset()))
+        });
+        let end = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(5))
+            .map(|(_, high)| high)
+            .ok();
+        inputs.push(format!(
+            "{}: position {position:?}, end {end:?}",
+            source.name()
+        ));
+    }
+    tracing::warn!(
+        partition = p,
+        blocked_secs = since.elapsed().as_secs(),
+        queued = task.queued(),
+        waiting_for = %inputs.join("; "),
+        "task merge blocked on empty inputs not known to be at their end"
+    );
+}
+
 /// Runs the loop until `shutdown`, then commits, leaves the group and returns.
 pub fn run_blocking(
     config: &Config,
@@ -830,6 +882,12 @@ pub fn run_blocking(
             "client.id",
             format!("payoff-attributor-{}", config.instance_id),
         );
+    // librdkafka's own debug contexts (e.g. "consumer,fetch,cgrp"), for diagnosing.
+    if let Ok(contexts) = std::env::var("PAYOFF_KAFKA_DEBUG")
+        && !contexts.is_empty()
+    {
+        consumer_config.set("debug", contexts);
+    }
     let consumer: Arc<BaseConsumer<Context>> = Arc::new(
         consumer_config
             .create_with_context(Context {
@@ -845,6 +903,7 @@ pub fn run_blocking(
     let mut idle = false;
     let mut state_measured = Instant::now();
     let mut loop_stats = (0usize, 0usize, 0usize);
+    let mut warned: BTreeMap<i32, Instant> = BTreeMap::new();
     let mut end_checked = Instant::now();
     let mut loop_stats_at = Instant::now();
     let result = loop {
@@ -958,6 +1017,7 @@ pub fn run_blocking(
                 .collect();
             for p in stuck {
                 mark_ends(&consumer, &names, p, &mut w);
+                warn_if_stuck(&consumer, &names, p, &mut w, &mut warned);
             }
         }
         // 4. Commit when due.

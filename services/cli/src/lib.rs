@@ -6,6 +6,8 @@
 //!   `payoff-core` the services run, and writes the ledger, balances, tier progress and
 //!   KPIs as JSON in a stable order; `--diff` compares payouts under another program.
 //!
+//! - `ledger rebuild`: rebuilds the ledger's projections from the `credits` topic.
+//!
 //! - `migrate`: creates the Kafka topics (checking co-partitioned partition counts) and
 //!   applies the CQL schema migrations; safe to run again.
 //!
@@ -18,5 +20,6 @@
 //! - `migrate`: topics and schema.
 
 pub mod input;
+pub mod ledger;
 pub mod migrate;
 pub mod replay;

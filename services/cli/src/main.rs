@@ -1,7 +1,7 @@
 //! `payoff`: the command line of payoff. Thin: parses arguments and calls the library.
 
 use clap::{Parser, Subcommand};
-use payoff_cli::{migrate, replay};
+use payoff_cli::{ledger, migrate, replay};
 
 /// payoff: real-time conversion tracking and commission ledger for performance-based
 /// influencer marketing.
@@ -26,6 +26,19 @@ enum Command {
     ///
     /// Example: payoff migrate --kafka-brokers 127.0.0.1:9092 --scylla-nodes 127.0.0.1:9042
     Migrate(migrate::MigrateArgs),
+    /// Operate the ledger's projections.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Rebuild the projections from the `credits` topic (every partition from its
+    /// beginning, folded as the ledger folds it). Rows are keyed by their cause: into the
+    /// live keyspace nothing right changes; into a new keyspace the same rows appear.
+    ///
+    /// Example: payoff ledger rebuild --keyspace payoff_rebuilt
+    Rebuild(ledger::RebuildArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +48,9 @@ fn main() -> std::process::ExitCode {
         Command::Migrate(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(migrate::run(args))),
+        Command::Ledger(LedgerCommand::Rebuild(args)) => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(ledger::rebuild(args))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

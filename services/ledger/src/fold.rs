@@ -19,8 +19,8 @@ use std::collections::{BTreeMap, HashMap};
 use payoff_adapters::progress::Progress;
 use payoff_core::{
     credit::{Credit, CreditKind},
-    ids::{CampaignId, CreatorId, DerivedId, EventId, TenantId},
-    ledger::{self, Book, LedgerFact},
+    ids::{CampaignId, CreatorId, TenantId},
+    ledger::{self, Book, LedgerFact, LedgerInput},
     program::{Program, ProgramHistory},
     time::Timestamp,
 };
@@ -48,19 +48,89 @@ impl Programs {
     }
 }
 
-/// The order credits are folded in: their cause's event time, type rank (as the replay's
-/// reorder buffer orders events) and id, then the credit id.
-type Key = (Timestamp, u8, EventId, DerivedId);
+/// The order inputs are folded in: their cause's event time, type rank (as the replay's
+/// reorder buffer orders events; payouts and manual adjustments after events of the same
+/// instant) and id, then the credit id.
+type Key = (Timestamp, u8, String, String);
 
-fn key_of(credit: &Credit) -> Key {
-    let rank = match credit.kind {
-        CreditKind::Click { .. } => 0,
-        CreditKind::Lead { .. } => 2,
-        CreditKind::Order { .. } => 3,
-        CreditKind::LeadStatus { .. } => 4,
-        CreditKind::Reversal { .. } => 5,
-    };
-    (credit.occurred_at, rank, credit.cause.clone(), credit.id)
+/// What the fold takes: a credit from the attributor, or a payout or manual adjustment
+/// recorded through `Admin`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A credit.
+    Credit(Credit),
+    /// A payout or manual adjustment ([`LedgerInput::Payout`], [`LedgerInput::Manual`]).
+    Record(LedgerInput),
+}
+
+impl Input {
+    /// The credit, if it is one.
+    pub fn credit(&self) -> Option<&Credit> {
+        match self {
+            Self::Credit(c) => Some(c),
+            Self::Record(LedgerInput::Credit(c)) => Some(c),
+            Self::Record(_) => None,
+        }
+    }
+
+    /// Event time.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Self::Credit(c) => c.occurred_at,
+            Self::Record(r) => r.at(),
+        }
+    }
+
+    /// What caused it, as text (the credit id, or the record id): row keys derive from it.
+    pub fn cause(&self) -> String {
+        match self {
+            Self::Credit(c) => c.id.to_text(),
+            Self::Record(LedgerInput::Payout { id, .. } | LedgerInput::Manual { id, .. }) => {
+                id.as_str().to_owned()
+            }
+            Self::Record(LedgerInput::Credit(c)) => c.id.to_text(),
+            Self::Record(LedgerInput::Engagement { event, .. }) => event.as_str().to_owned(),
+        }
+    }
+
+    /// A bounded name of its kind (a metric label).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Credit(c) | Self::Record(LedgerInput::Credit(c)) => c.kind.name(),
+            Self::Record(LedgerInput::Payout { .. }) => "payout",
+            Self::Record(LedgerInput::Manual { .. }) => "manual_adjustment",
+            Self::Record(LedgerInput::Engagement { .. }) => "engagement",
+        }
+    }
+
+    fn key(&self) -> Key {
+        match self {
+            Self::Credit(credit) | Self::Record(LedgerInput::Credit(credit)) => {
+                let rank = match credit.kind {
+                    CreditKind::Click { .. } => 0,
+                    CreditKind::Lead { .. } => 2,
+                    CreditKind::Order { .. } => 3,
+                    CreditKind::LeadStatus { .. } => 4,
+                    CreditKind::Reversal { .. } => 5,
+                };
+                (
+                    credit.occurred_at,
+                    rank,
+                    credit.cause.as_str().to_owned(),
+                    credit.id.to_text(),
+                )
+            }
+            Self::Record(r) => (r.at(), 6, self.cause(), String::new()),
+        }
+    }
+
+    fn book(&self) -> (CampaignId, CreatorId) {
+        let (campaign, creator) = match self {
+            Self::Credit(c) => (&c.campaign, &c.creator),
+            Self::Record(r) => r.key(),
+        };
+        (campaign.clone(), creator.clone())
+    }
 }
 
 /// One credit folded, with what it changed.
@@ -71,8 +141,8 @@ pub struct Folded {
     pub seq: u64,
     /// The tenant.
     pub tenant: TenantId,
-    /// The credit.
-    pub credit: Credit,
+    /// The credit, payout or manual adjustment.
+    pub input: Input,
     /// What it changed (empty when skipped).
     pub facts: Vec<LedgerFact>,
     /// Why it changed nothing, when the ledger could not use it.
@@ -86,7 +156,7 @@ pub struct Folded {
 struct TenantFold {
     /// Progress of each attributor task; all must be known to release anything.
     marks: Vec<Option<Timestamp>>,
-    held: BTreeMap<Key, Credit>,
+    held: BTreeMap<Key, Input>,
     /// The last key released.
     released: Option<Key>,
     books: HashMap<(CampaignId, CreatorId), Book>,
@@ -140,13 +210,25 @@ impl Fold {
         credit: Credit,
         out: &mut Vec<Folded>,
     ) {
-        let key = key_of(&credit);
+        self.input(programs, tenant, Input::Credit(credit), out);
+    }
+
+    /// Takes any input (held like a credit, until every task has passed its time);
+    /// appends what it releases to `out`.
+    pub fn input(
+        &mut self,
+        programs: &Programs,
+        tenant: TenantId,
+        input: Input,
+        out: &mut Vec<Folded>,
+    ) {
+        let key = input.key();
         let state = self.tenants.entry(tenant.clone()).or_default();
         if state.released.as_ref().is_some_and(|r| key <= *r) {
-            fold_one(programs, &tenant, state, &mut self.seq, credit, true, out);
+            fold_one(programs, &tenant, state, &mut self.seq, input, true, out);
             return;
         }
-        state.held.insert(key, credit);
+        state.held.insert(key, input);
         self.release(programs, &tenant, out);
     }
 
@@ -182,9 +264,9 @@ impl Fold {
             if entry.key().0 >= before {
                 break;
             }
-            let (key, credit) = entry.remove_entry();
+            let (key, input) = entry.remove_entry();
             state.released = Some(key);
-            fold_one(programs, tenant, state, &mut self.seq, credit, false, out);
+            fold_one(programs, tenant, state, &mut self.seq, input, false, out);
         }
     }
 }
@@ -194,18 +276,19 @@ fn fold_one(
     tenant: &TenantId,
     state: &mut TenantFold,
     seq: &mut u64,
-    credit: Credit,
+    input: Input,
     late: bool,
     out: &mut Vec<Folded>,
 ) {
     let empty = ProgramHistory::default();
     let history = programs.get(tenant).unwrap_or(&empty);
-    let book = state
-        .books
-        .entry((credit.campaign.clone(), credit.creator.clone()))
-        .or_default();
+    let book = state.books.entry(input.book()).or_default();
     let mut facts = Vec::new();
-    let skipped = match ledger::decide_credit_into(book, history, &credit, &mut facts) {
+    let decided = match &input {
+        Input::Credit(credit) => ledger::decide_credit_into(book, history, credit, &mut facts),
+        Input::Record(record) => ledger::decide_into(book, history, record, &mut facts),
+    };
+    let skipped = match decided {
         Ok(()) => {
             for fact in &facts {
                 ledger::apply(book, fact);
@@ -217,7 +300,7 @@ fn fold_one(
     out.push(Folded {
         seq: *seq,
         tenant: tenant.clone(),
-        credit,
+        input,
         facts,
         skipped,
         late,

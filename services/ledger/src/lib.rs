@@ -16,19 +16,23 @@
 //! ledger row, or store a status (statuses are derived at the query's instant).
 //!
 //! # Layout
+//! - [`admin`]: the `Admin` gRPC service (program versions, payouts, adjustments).
 //! - [`config`]: flags and environment.
 //! - [`fold`]: one partition's fold, with no IO (unit-tested on its own).
 //! - [`store`]: CQL rows and reads.
 //! - [`pipeline`]: the Kafka consumer and the program feed.
 //! - [`query`]: the `Ledger` gRPC service.
+//! - [`rebuild`]: projections rebuilt from Kafka (`payoff ledger rebuild`).
 //! - [`metrics`]: metric names and help.
 
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod fold;
 pub mod metrics;
 pub mod pipeline;
 pub mod query;
+pub mod rebuild;
 pub mod store;
 
 use std::{
@@ -38,7 +42,7 @@ use std::{
 };
 
 use payoff_adapters::cql::{self, CqlSettings, Durability};
-use payoff_proto::v1::ledger_server::LedgerServer;
+use payoff_proto::v1::{admin_server::AdminServer, ledger_server::LedgerServer};
 use payoff_runtime::auth::KeyStore;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -132,6 +136,7 @@ impl Bound {
         let store = store::Store::new(Arc::new(session), &config.keyspace).await?;
         let (updates, _) = tokio::sync::broadcast::channel(4_096);
         let shared = pipeline::Shared {
+            catalog: Arc::default(),
             store,
             programs: Arc::new(RwLock::new(fold::Programs::default())),
             updates,
@@ -177,6 +182,12 @@ impl Bound {
                 .tls_config(tls)
                 .map_err(|e| LedgerError::Setup(format!("tls: {e}")))?;
         }
+        let admin = admin::AdminService::new(
+            shared.clone(),
+            keys.clone(),
+            &config.kafka_brokers,
+            payoff_adapters::topology::Topics::with_prefix(&config.topic_prefix),
+        )?;
         let server_shutdown = CancellationToken::new();
         let server = {
             let stop = server_shutdown.clone();
@@ -188,6 +199,7 @@ impl Bound {
                         shared.clone(),
                         keys,
                     )))
+                    .add_service(AdminServer::new(admin))
                     .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                         stop.cancelled().await;
                     }),

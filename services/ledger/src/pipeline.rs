@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Config,
     error::LedgerError,
-    fold::{Fold, Folded, Programs},
+    fold::{Fold, Folded, Input, Programs},
     metrics as m,
     store::Store,
 };
@@ -66,9 +66,15 @@ pub struct Update {
     pub event: v1::WatchEvent,
 }
 
+/// Every program version as published (tenant, version) → (program, publish time in ms),
+/// for `Admin.GetProgram` and `Admin.ListPrograms`.
+pub type Catalog = BTreeMap<(String, u64), (v1::Program, i64)>;
+
 /// What the consumer shares with the query service.
 #[derive(Clone)]
 pub struct Shared {
+    /// Every program version as published.
+    pub catalog: Arc<RwLock<Catalog>>,
     /// The store.
     pub store: Store,
     /// Every tenant's programs.
@@ -124,6 +130,7 @@ fn kafka(op: &'static str) -> impl FnOnce(KafkaError) -> LedgerError {
 /// Reads the `programs` topic to its end, then follows it.
 pub struct ProgramFeed {
     consumer: BaseConsumer,
+    catalog: Option<Arc<RwLock<Catalog>>>,
 }
 
 impl ProgramFeed {
@@ -143,7 +150,17 @@ impl ProgramFeed {
         tpl.add_partition_offset(topic, 0, Offset::Beginning)
             .map_err(kafka("programs assignment"))?;
         consumer.assign(&tpl).map_err(kafka("programs assign"))?;
-        Ok(Self { consumer })
+        Ok(Self {
+            consumer,
+            catalog: None,
+        })
+    }
+
+    /// Also keeps every version as published in `catalog`.
+    #[must_use]
+    pub fn with_catalog(mut self, catalog: Arc<RwLock<Catalog>>) -> Self {
+        self.catalog = Some(catalog);
+        self
     }
 
     /// Applies what is available; with `to_end`, until the end of the topic.
@@ -160,6 +177,17 @@ impl ProgramFeed {
                     match program_of(&msg) {
                         Ok((tenant, program)) => {
                             tracing::info!(tenant = %tenant, version = program.version, "program version loaded");
+                            if let (Some(catalog), Some(payload)) = (&self.catalog, msg.payload())
+                                && let Ok(mut proto) = v1::Program::decode(payload)
+                                && let Ok(mut catalog) = catalog.write()
+                            {
+                                proto.tenant_id = tenant.as_str().to_owned();
+                                let at = msg.timestamp().to_millis().unwrap_or_default();
+                                catalog.insert(
+                                    (tenant.as_str().to_owned(), program.version),
+                                    (proto, at),
+                                );
+                            }
                             if let Ok(mut p) = programs.write() {
                                 p.insert(tenant, program);
                             }
@@ -203,7 +231,8 @@ pub async fn run(
     ready: &tokio::sync::watch::Sender<bool>,
 ) -> Result<(), LedgerError> {
     let topics = Topics::with_prefix(&config.topic_prefix);
-    let feed = ProgramFeed::new(&config.kafka_brokers, &topics.programs)?;
+    let feed = ProgramFeed::new(&config.kafka_brokers, &topics.programs)?
+        .with_catalog(shared.catalog.clone());
     let loaded = feed.poll(&shared.programs, true).await?;
     tracing::info!(versions = loaded, "programs loaded");
 
@@ -289,11 +318,20 @@ async fn offer(
     let Some(part) = parts.get_mut(&p) else {
         return Ok(());
     };
-    let marker = msg
-        .headers()
-        .is_some_and(|h| h.iter().any(|h| h.key == progress::HEADER));
     let payload = msg.payload().unwrap_or_default();
-    if marker {
+    let kind = record_kind(msg);
+    if let RecordKind::Input(kind) = &kind {
+        match crate::admin::record_of(kind, msg.key(), payload) {
+            Ok((tenant, input)) => {
+                let programs = read(&shared.programs);
+                part.fold
+                    .input(&programs, tenant, Input::Record(input), out);
+            }
+            Err(e) => {
+                tracing::error!(partition = p, offset = msg.offset(), error = %e, "ledger input unusable; skipped")
+            }
+        }
+    } else if kind == RecordKind::Marker {
         match Progress::decode(payload) {
             Ok(marker) => {
                 let programs = read(&shared.programs);
@@ -344,10 +382,10 @@ async fn offer(
             (None, false) => "folded",
         };
         if let Some(reason) = &f.skipped {
-            tracing::warn!(credit = %f.credit.id.to_text(), reason = %reason, "credit skipped by the ledger");
+            tracing::warn!(cause = %f.input.cause(), reason = %reason, "ledger input skipped");
         }
         if f.seq >= part.stored {
-            metrics::counter!(m::CREDITS, "kind" => f.credit.kind.name(), "result" => result)
+            metrics::counter!(m::CREDITS, "kind" => f.input.name(), "result" => result)
                 .increment(1);
             if !part.restored {
                 part.restored = true;
@@ -364,6 +402,35 @@ async fn offer(
     }
     metrics::gauge!(m::HELD).set(parts.values().map(|p| p.fold.held()).sum::<usize>() as f64);
     Ok(())
+}
+
+/// What a record of `credits` is.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RecordKind {
+    /// An attributor progress marker.
+    Marker,
+    /// A payout or manual adjustment from `Admin` (the header's kind).
+    Input(String),
+    /// A credit.
+    Credit,
+}
+
+/// Classifies a record of `credits` by its headers.
+pub(crate) fn record_kind(msg: &impl Message) -> RecordKind {
+    let Some(headers) = msg.headers() else {
+        return RecordKind::Credit;
+    };
+    for h in headers.iter() {
+        if h.key == progress::HEADER {
+            return RecordKind::Marker;
+        }
+        if h.key == crate::admin::INPUT_HEADER {
+            return RecordKind::Input(
+                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+            );
+        }
+    }
+    RecordKind::Credit
 }
 
 fn read(programs: &RwLock<Programs>) -> std::sync::RwLockReadGuard<'_, Programs> {
@@ -400,14 +467,18 @@ async fn flush(
 
 /// Metrics and watch updates of one stored credit.
 fn observe(shared: &Shared, f: &Folded, now: i64) {
-    if matches!(f.credit.kind, CreditKind::Order { .. }) {
+    let credit = f.input.credit();
+    if let Some(c) = credit
+        && matches!(c.kind, CreditKind::Order { .. })
+    {
         metrics::histogram!(m::FRESHNESS)
-            .record((now - f.credit.occurred_at.millis()).max(0) as f64 / 1_000.0);
+            .record((now - c.occurred_at.millis()).max(0) as f64 / 1_000.0);
     }
-    if let CreditKind::Order { net, .. } = &f.credit.kind
+    if let Some(c) = credit
+        && let CreditKind::Order { net, .. } = &c.kind
         && f.skipped.is_none()
     {
-        let revenue = net.amount * f.credit.kind.share();
+        let revenue = net.amount * c.kind.share();
         metrics::counter!(m::REVENUE, "currency" => net.currency.code().to_owned())
             .increment(hundredths(revenue));
     }

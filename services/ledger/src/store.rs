@@ -146,8 +146,10 @@ impl Store {
         out: &mut Vec<(&'a PreparedStatement, Row)>,
     ) -> Result<(), LedgerError> {
         let tenant = f.tenant.as_str().to_owned();
-        let credit_id = f.credit.id.to_text();
-        if let CreditKind::Order { order, .. } | CreditKind::Reversal { order, .. } = &f.credit.kind
+        let credit_id = f.input.cause();
+        if let Some(credit) = f.input.credit()
+            && let CreditKind::Order { order, .. } | CreditKind::Reversal { order, .. } =
+                &credit.kind
         {
             out.push((
                 &self.insert_order_credit,
@@ -155,7 +157,7 @@ impl Store {
                     tenant.clone(),
                     order.as_str().to_owned(),
                     credit_id.clone(),
-                    credit_to_proto(&f.tenant, &f.credit).encode_to_vec(),
+                    credit_to_proto(&f.tenant, credit).encode_to_vec(),
                 ),
             ));
         }

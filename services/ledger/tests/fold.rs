@@ -128,7 +128,7 @@ fn a_generated_scenario_books_the_engines_entries() {
     let late: Vec<&str> = folded
         .iter()
         .filter(|f| f.late)
-        .map(|f| f.credit.kind.name())
+        .map(|f| f.input.name())
         .collect();
     assert!(
         late.iter().all(|k| *k == "click") && late.len() <= 2,

@@ -42,6 +42,7 @@ const READ_KEY: &str = "read-secret-for-tests";
 const INGEST_KEY: &str = "ingest-secret-for-tests";
 const OTHER_TENANT_KEY: &str = "other-tenant-secret-for-tests";
 const CREATOR_KEY: &str = "creator-secret-for-tests";
+const ADMIN_KEY: &str = "admin-secret-for-tests";
 /// The creator of `CREATOR_KEY` (one of the example program's creators).
 const CREATOR: &str = "anna";
 
@@ -78,6 +79,7 @@ impl Setup {
                 {"id": "shop", "tenant": scenario::TENANT, "role": "ingest", "sha256": hash_secret(INGEST_KEY)},
                 {"id": "other", "tenant": "other-tenant", "role": "read", "sha256": hash_secret(OTHER_TENANT_KEY)},
                 {"id": "creator", "tenant": scenario::TENANT, "role": "creator", "creator": CREATOR, "sha256": hash_secret(CREATOR_KEY)},
+                {"id": "admin", "tenant": scenario::TENANT, "role": "admin", "sha256": hash_secret(ADMIN_KEY)},
             ]})
             .to_string(),
         )?;
@@ -581,6 +583,160 @@ async fn every_query_equals_the_replay_of_the_same_events() -> Result<()> {
     );
 
     assert_scopes(&ledger, &report).await?;
+    assert_admin(&ledger, &scenario, &report, deadline).await?;
+    Ok(())
+}
+
+/// `Admin`: program versions (optimistic concurrency, validation), and payouts that
+/// become ledger entries exactly once.
+async fn assert_admin(
+    ledger: &LedgerProcess,
+    scenario: &Scenario,
+    report: &payoff_core::engine::Report,
+    deadline: Instant,
+) -> Result<()> {
+    use payoff_proto::v1::admin_client::AdminClient;
+    use tonic::Code;
+    let channel = Channel::from_shared(format!("http://{}", ledger.grpc))?
+        .connect()
+        .await?;
+    let mut admin = AdminClient::new(channel);
+    let put = |version: u64, program: v1::Program| v1::PutProgramRequest {
+        program: Some(v1::Program { version, ..program }),
+    };
+    // Only admin keys.
+    let denied = admin
+        .put_program(authorized(put(0, scenario.program.clone())))
+        .await;
+    assert_eq!(denied.err().map(|s| s.code()), Some(Code::PermissionDenied));
+    // A stale expected version, then an invalid program, then a good one.
+    let stale = admin
+        .put_program(with_key(ADMIN_KEY, put(7, scenario.program.clone())))
+        .await;
+    assert_eq!(
+        stale.err().map(|s| s.code()),
+        Some(Code::FailedPrecondition)
+    );
+    let mut broken = scenario.program.clone();
+    broken.campaigns[0].currency = "NOPE".into();
+    let invalid = admin.put_program(with_key(ADMIN_KEY, put(0, broken))).await;
+    assert_eq!(invalid.err().map(|s| s.code()), Some(Code::InvalidArgument));
+    let put2 = admin
+        .put_program(with_key(ADMIN_KEY, put(2, scenario.program.clone())))
+        .await?
+        .into_inner();
+    assert_eq!(put2.version, 2);
+    loop {
+        let list = admin
+            .list_programs(with_key(ADMIN_KEY, v1::ListProgramsRequest::default()))
+            .await?
+            .into_inner();
+        let versions: Vec<u64> = list.programs.iter().map(|p| p.version).collect();
+        if versions == [2, 1] {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("program versions listed: {versions:?}, want [2, 1]");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let latest = admin
+        .get_program(with_key(ADMIN_KEY, v1::GetProgramRequest { version: None }))
+        .await?
+        .into_inner();
+    assert_eq!(latest.program.map(|p| p.version), Some(2));
+
+    // Payouts: p1 twice (idempotent), then p2; both before the attributor's progress.
+    let last_event = scenario
+        .core_events()
+        .iter()
+        .filter(|e| !e.id.as_str().starts_with("sentinel-"))
+        .map(|e| e.occurred_at)
+        .max()
+        .context("events")?;
+    let payout = |id: &str, amount: &str, at: Timestamp| v1::RecordPayoutRequest {
+        payout_id: id.into(),
+        creator_id: CREATOR.into(),
+        campaign_id: "spring-glow".into(),
+        amount: Some(v1::Money {
+            amount: amount.into(),
+            currency: "USD".into(),
+        }),
+        paid_at: Some(to_timestamp(at)),
+        note: "bank transfer".into(),
+    };
+    let first = payout(
+        "transfer-1",
+        "10.00",
+        last_event.plus(payoff_core::time::Duration::hours(1)),
+    );
+    let entry = admin
+        .record_payout(with_key(ADMIN_KEY, first.clone()))
+        .await?
+        .into_inner()
+        .entry
+        .context("entry")?;
+    assert_eq!(
+        entry.amount.as_ref().map(|m| m.amount.as_str()),
+        Some("-10.00")
+    );
+    admin.record_payout(with_key(ADMIN_KEY, first)).await?;
+    admin
+        .record_payout(with_key(
+            ADMIN_KEY,
+            payout(
+                "transfer-2",
+                "5.00",
+                last_event.plus(payoff_core::time::Duration::hours(2)),
+            ),
+        ))
+        .await?;
+    let want = report
+        .balances
+        .iter()
+        .find(|b| b.creator.as_str() == CREATOR && b.currency.code() == "USD")
+        .context("anna's USD balance")?;
+    let mut client = ledger.client().await?;
+    loop {
+        let b = client
+            .get_balance(authorized(v1::GetBalanceRequest {
+                creator_id: CREATOR.into(),
+                campaign_id: String::new(),
+                as_of: Some(to_timestamp(report.as_of)),
+            }))
+            .await?
+            .into_inner();
+        let usd = b
+            .currencies
+            .iter()
+            .find(|c| c.currency == "USD")
+            .context("USD")?;
+        if decimal(usd.paid.as_ref()) == Decimal::new(15, 0) {
+            assert_eq!(
+                decimal(usd.available.as_ref()),
+                (want.available.amount - Decimal::new(15, 0)).normalize()
+            );
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("anna's paid balance is {:?}, want 15", usd.paid);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let entries = client
+        .list_entries(authorized(v1::ListEntriesRequest {
+            creator_id: CREATOR.into(),
+            page_size: 1000,
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    let payouts = entries
+        .entries
+        .iter()
+        .filter(|e| e.kind == v1::EntryKind::Payout as i32)
+        .count();
+    assert_eq!(payouts, 2, "each payout booked once");
     Ok(())
 }
 
@@ -761,5 +917,54 @@ async fn killed_mid_stream_and_restarted_the_ledger_is_still_exact() -> Result<(
     let ledger = setup.start_ledger(&group)?;
     until_balances_equal(&ledger, &report, deadline).await?;
     assert_queries_equal(&ledger, &report).await?;
+
+    // `payoff ledger rebuild` into a new keyspace gives the same rows, table by table.
+    let session = cql::connect(&CqlSettings::new(fixture::cql_nodes())).await?;
+    let rebuilt = format!("{}_rebuilt", setup.keyspace);
+    cql::create_keyspace(&session, &rebuilt, &Replication::Simple { factor: 1 }).await?;
+    schema::migrate(&session, &rebuilt).await?;
+    let what = payoff_ledger::rebuild::Rebuild {
+        kafka_brokers: setup.brokers.clone(),
+        scylla_nodes: fixture::cql_nodes().join(","),
+        keyspace: rebuilt.clone(),
+        topic_prefix: setup.prefix.clone(),
+        group_id: group.clone(),
+    };
+    let report = payoff_ledger::rebuild::rebuild(&what, |_, _| {}).await?;
+    assert_eq!(report.len(), PARTITIONS as usize);
+    for table in [
+        "entries_by_creator",
+        "entries_by_campaign",
+        "order_entries",
+        "order_credits",
+        "tier_changes",
+        "kpi_deltas",
+        "creator_months",
+        "campaign_months",
+        "fold_progress",
+    ] {
+        let live = rows(&session, &setup.keyspace, table).await?;
+        let again = rows(&session, &rebuilt, table).await?;
+        assert!(!live.is_empty(), "{table} is empty");
+        assert_eq!(live, again, "{table} after rebuild");
+    }
     Ok(())
+}
+
+/// Every row of a table, as text, sorted.
+async fn rows(
+    session: &scylla::client::session::Session,
+    keyspace: &str,
+    table: &str,
+) -> Result<Vec<String>> {
+    use futures::TryStreamExt as _;
+    let mut out: Vec<String> = session
+        .query_iter(format!("SELECT * FROM {keyspace}.{table}"), ())
+        .await?
+        .rows_stream::<scylla::value::Row>()?
+        .map_ok(|row| format!("{:?}", row.columns))
+        .try_collect()
+        .await?;
+    out.sort();
+    Ok(out)
 }

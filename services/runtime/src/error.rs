@@ -23,6 +23,12 @@ pub enum ServiceError {
     /// The request breaks validation rules; each names its field and rule.
     #[error("invalid request: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<Violation>),
+    /// The request conflicts with the current state (e.g. an outdated expected version).
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+    /// The method exists in the contract but this deployment does not provide it.
+    #[error("unimplemented: {0}")]
+    Unimplemented(String),
     /// The key is over its rate limit, or the service over its in-flight bound.
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
@@ -42,6 +48,8 @@ impl ServiceError {
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::NotFound => Code::NotFound,
             Self::Invalid(_) => Code::InvalidArgument,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::Unimplemented(_) => Code::Unimplemented,
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
@@ -55,6 +63,8 @@ impl ServiceError {
             Self::PermissionDenied(_) => "permission_denied",
             Self::NotFound => "not_found",
             Self::Invalid(_) => "invalid",
+            Self::FailedPrecondition(_) => "failed_precondition",
+            Self::Unimplemented(_) => "unimplemented",
             Self::ResourceExhausted(_) => "resource_exhausted",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
