@@ -235,6 +235,33 @@ struct LedgerProcess {
 }
 
 impl LedgerProcess {
+    /// Waits until health says SERVING (programs loaded, consuming).
+    async fn serving(&self, deadline: Instant) -> Result<()> {
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
+        let channel = Channel::from_shared(format!("http://{}", self.grpc))?
+            .connect()
+            .await?;
+        let mut health = HealthClient::new(channel);
+        loop {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: "payoff.v1.Ledger".into(),
+                })
+                .await?
+                .into_inner()
+                .status;
+            if status == ServingStatus::Serving as i32 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the ledger is not serving before the deadline");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn client(&self) -> Result<LedgerClient<Channel>> {
         let channel = Channel::from_shared(format!("http://{}", self.grpc))?
             .connect()
@@ -967,4 +994,133 @@ async fn rows(
         .await?;
     out.sort();
     Ok(out)
+}
+
+/// The worked numbers of SPEC §9 through ingest's topics, the attributor and the ledger:
+/// 100 clicks and 10 orders is a 10% conversion rate; 10% of an $80 order is $8.00;
+/// $500 cost and $2,000 revenue is ROAS 4 and ROI 300%; $500 for 25 orders is a $20 CPA.
+/// (RPM needs engagement views, which the ledger does not consume yet.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worked_numbers_of_section_9_come_out_exactly() -> Result<()> {
+    use serde_json::json;
+    let program: v1::Program = serde_json::from_value(json!({
+        "tenantId": scenario::TENANT, "version": "1", "effectiveFrom": "2026-01-01T00:00:00Z",
+        "settings": {"gracePeriod": "10s", "clickFloodLimitPerMinute": 30, "minClickToConversion": "3s"},
+        "campaigns": [
+            {"id": "ten-percent", "currency": "USD", "model": "ATTRIBUTION_MODEL_LAST_CLICK", "lookback": "2592000s",
+             "plans": [{"id": "rev", "cpsPercent": {"rate": "0.10"}, "hold": "0s"}]},
+            {"id": "quarter", "currency": "USD", "model": "ATTRIBUTION_MODEL_LAST_CLICK", "lookback": "2592000s",
+             "plans": [{"id": "rev", "cpsPercent": {"rate": "0.25"}, "hold": "0s"}]}
+        ],
+        "creators": [{"id": "zoe", "displayName": "Zoe"}, {"id": "yan", "displayName": "Yan"}],
+        "links": [
+            {"code": "zoe-ten", "creatorId": "zoe", "campaignId": "ten-percent", "landingUrl": "https://shop.example/"},
+            {"code": "yan-quarter", "creatorId": "yan", "campaignId": "quarter", "landingUrl": "https://shop.example/"}
+        ]
+    }))?;
+    let at = |sec: i64| Timestamp(1_793_000_000_000 + sec * 1_000).to_string();
+    let mut events = Vec::new();
+    // 100 visitors click Zoe's link; 10 of them order $80.
+    for v in 0..100 {
+        let visitor = format!("ten-{v:03}");
+        events.push(
+            json!({"eventId": format!("click-{visitor}"), "occurredAt": at(v * 60),
+            "context": {"ip": format!("198.51.100.{}", v + 1)},
+            "click": {"visitorId": visitor, "linkCode": "zoe-ten"}}),
+        );
+        if v % 10 == 0 {
+            events.push(json!({"eventId": format!("order-{visitor}"), "occurredAt": at(v * 60 + 30),
+                "order": {"visitorId": visitor, "orderId": format!("o-{visitor}"), "amount": {"amount": "80.00", "currency": "USD"}}}));
+        }
+    }
+    // 25 visitors click Yan's link and order $80: $2,000 revenue, 25% is $500 cost.
+    for v in 0..25 {
+        let visitor = format!("quarter-{v:03}");
+        events.push(
+            json!({"eventId": format!("click-{visitor}"), "occurredAt": at(7_000 + v * 60),
+            "context": {"ip": format!("203.0.113.{}", v + 1)},
+            "click": {"visitorId": visitor, "linkCode": "yan-quarter"}}),
+        );
+        events.push(json!({"eventId": format!("order-{visitor}"), "occurredAt": at(7_000 + v * 60 + 30),
+            "order": {"visitorId": visitor, "orderId": format!("o-{visitor}"), "amount": {"amount": "80.00", "currency": "USD"}}}));
+    }
+    // Sentinels move every partition's watermark past the rest.
+    for s in 0..60 {
+        events.push(
+            json!({"eventId": format!("sentinel-{s}"), "occurredAt": at(100_000),
+            "click": {"visitorId": format!("sentinel-{s}"), "linkCode": "no-such-link"}}),
+        );
+    }
+    let events = events
+        .into_iter()
+        .map(|j| {
+            let mut e: v1::Event = serde_json::from_value(j)?;
+            e.tenant_id = scenario::TENANT.to_owned();
+            Ok(e)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let worked = Scenario { program, events };
+    let setup = Setup::new("ledger-worked", &worked).await?;
+    let ledger = setup.start_ledger(&fixture::unique_name("ledger"))?;
+    let deadline = Instant::now() + DEADLINE;
+    ledger.serving(deadline).await?;
+    setup.start_attributor()?;
+    let mut client = ledger.client().await?;
+    let kpis = async |client: &mut LedgerClient<Channel>, campaign: &str| -> Result<v1::Kpis> {
+        let got = client
+            .get_campaign_kpis(authorized(v1::GetCampaignKpisRequest {
+                campaign_id: campaign.into(),
+                range: None,
+                creator_id: String::new(),
+            }))
+            .await?
+            .into_inner();
+        got.total.context("total")
+    };
+    // Wait until both campaigns have all their orders.
+    loop {
+        let ten = kpis(&mut client, "ten-percent").await?;
+        let quarter = kpis(&mut client, "quarter").await?;
+        if ten.credited_orders == 10 && quarter.credited_orders == 25 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "orders credited: {} and {}, want 10 and 25",
+                ten.credited_orders,
+                quarter.credited_orders
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ten = kpis(&mut client, "ten-percent").await?;
+    assert_eq!(ten.unique_clicks, 100);
+    assert_eq!(
+        ten.conversion_rate.as_deref(),
+        Some("0.1"),
+        "100 clicks and 10 orders"
+    );
+    let zoe = client
+        .list_entries(authorized(v1::ListEntriesRequest {
+            creator_id: "zoe".into(),
+            page_size: 100,
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(zoe.entries.len(), 10);
+    assert!(
+        zoe.entries
+            .iter()
+            .all(|e| e.amount.as_ref().map(|m| m.amount.as_str()) == Some("8.00")),
+        "10% of an $80 order is $8.00"
+    );
+    let quarter = kpis(&mut client, "quarter").await?;
+    assert_eq!(decimal(quarter.revenue.as_ref()), Decimal::new(2_000, 0));
+    assert_eq!(decimal(quarter.cost.as_ref()), Decimal::new(500, 0));
+    assert_eq!(quarter.roas.as_deref(), Some("4"), "ROAS");
+    assert_eq!(quarter.roi.as_deref(), Some("3"), "ROI 300%");
+    assert_eq!(quarter.cpa.as_deref(), Some("20"), "CPA");
+    assert_eq!(quarter.aov.as_deref(), Some("80"), "AOV");
+    Ok(())
 }
