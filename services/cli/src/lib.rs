@@ -1,6 +1,9 @@
 //! The `payoff` command line, as a library so that tests drive it in-process.
 //!
 //! Commands:
+//! - `dev`: ingest, attribution and the ledger in one process (in memory by default),
+//!   with a live summary.
+//!
 //! - `replay`: runs the whole pipeline (validation, attribution, commission, ledger,
 //!   projections, KPIs) offline over a program file and an event log, with the same
 //!   `payoff-core` the services run, and writes the ledger, balances, tier progress and
@@ -19,6 +22,7 @@
 //! - `replay`: the replay and what-if commands.
 //! - `migrate`: topics and schema.
 
+pub mod dev;
 pub mod input;
 pub mod ledger;
 pub mod migrate;

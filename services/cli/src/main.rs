@@ -1,7 +1,7 @@
 //! `payoff`: the command line of payoff. Thin: parses arguments and calls the library.
 
 use clap::{Parser, Subcommand};
-use payoff_cli::{ledger, migrate, replay};
+use payoff_cli::{dev, ledger, migrate, replay};
 
 /// payoff: real-time conversion tracking and commission ledger for performance-based
 /// influencer marketing.
@@ -14,6 +14,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run ingest, attribution and the ledger in one process with a live summary. With no
+    /// Kafka or Cassandra given, everything is in memory (nothing is durable).
+    ///
+    /// Example: payoff dev
+    Dev(dev::DevArgs),
     /// Run the whole pipeline offline over an event log and print the ledger, balances,
     /// tier progress and KPIs as JSON (or, with --diff, the per-creator payout difference
     /// under another program).
@@ -45,6 +50,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Replay(args) => replay::run(args),
+        Command::Dev(args) => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(dev::run(args))),
         Command::Migrate(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(migrate::run(args))),

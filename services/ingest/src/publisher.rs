@@ -34,6 +34,9 @@ pub enum PublishError {
     /// The producer's local queue is full (Kafka slow or down).
     #[error("producer queue is full")]
     QueueFull,
+    /// Another sink (the in-memory pipeline of `payoff dev`) could not take the record.
+    #[error("sink refused the record: {0}")]
+    Sink(String),
 }
 
 /// Publishes records and answers only once they are durable.

@@ -133,7 +133,9 @@ impl Bound {
         )
         .await
         .map_err(LedgerError::Store)?;
-        let store = store::Store::new(Arc::new(session), &config.keyspace).await?;
+        let store = store::Store::Cql(Box::new(
+            store::CqlStore::new(Arc::new(session), &config.keyspace).await?,
+        ));
         let (updates, _) = tokio::sync::broadcast::channel(4_096);
         let shared = pipeline::Shared {
             catalog: Arc::default(),
@@ -218,4 +220,35 @@ impl Bound {
 /// Binds and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), LedgerError> {
     bind(config, shutdown).await?.serve().await
+}
+
+/// Serves the `Ledger` queries (with health SERVING and reflection) over `shared` on
+/// `listener` until `shutdown`: for an in-memory ledger ([`store::Store::Memory`], `payoff
+/// dev`), where no consumer runs.
+pub async fn serve_queries(
+    listener: TcpListener,
+    shared: pipeline::Shared,
+    keys: KeyStore,
+    shutdown: CancellationToken,
+) -> Result<(), LedgerError> {
+    metrics::describe();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in ["", HEALTH_SERVICE] {
+        reporter
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(payoff_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| LedgerError::Setup(format!("reflection: {e}")))?;
+    Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(LedgerServer::new(query::LedgerService::new(shared, keys)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.cancelled().await;
+        })
+        .await?;
+    Ok(())
 }

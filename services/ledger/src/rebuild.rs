@@ -23,7 +23,7 @@ use crate::{
     error::LedgerError,
     fold::{Fold, Input, Programs},
     pipeline::{ProgramFeed, RecordKind, record_kind},
-    store::Store,
+    store::{CqlStore, Store},
 };
 
 /// Rows are written in batches of this many folded credits.
@@ -56,7 +56,9 @@ pub async fn rebuild(
     let session = cql::connect(&CqlSettings::from_node_list(&what.scylla_nodes))
         .await
         .map_err(LedgerError::Store)?;
-    let store = Store::new(Arc::new(session), &what.keyspace).await?;
+    let store = Store::Cql(Box::new(
+        CqlStore::new(Arc::new(session), &what.keyspace).await?,
+    ));
     let topics = Topics::with_prefix(&what.topic_prefix);
     let programs = RwLock::new(Programs::default());
     ProgramFeed::new(&what.kafka_brokers, &topics.programs)?

@@ -32,9 +32,138 @@ pub fn month(at: Timestamp) -> String {
     Period::containing(PeriodKind::Month, at).label()
 }
 
+/// The ledger's reads, from ScyllaDB / Cassandra or from memory.
+#[derive(Clone)]
+pub enum Store {
+    /// The CQL store (the service).
+    Cql(Box<CqlStore>),
+    /// An in-memory ledger (`payoff dev` without infrastructure).
+    Memory(Arc<dyn MemoryView>),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cql(s) => s.fmt(f),
+            Self::Memory(_) => f.write_str("Store::Memory"),
+        }
+    }
+}
+
+/// What the queries read, from a ledger kept in memory (no IO, so no errors).
+pub trait MemoryView: Send + Sync {
+    /// Every entry of a creator, in (time, id) order.
+    fn creator_entries(&self, tenant: &str, creator: &str) -> Vec<LedgerEntry>;
+    /// Every entry of a campaign, in (time, id) order.
+    fn campaign_entries(&self, tenant: &str, campaign: &str) -> Vec<LedgerEntry>;
+    /// The entries and credits of one order.
+    fn order(&self, tenant: &str, order: &str) -> (Vec<LedgerEntry>, Vec<v1::Credit>);
+    /// Net orders and revenue of a creator's tier progress in a period (by label).
+    fn tier(&self, tenant: &str, campaign: &str, creator: &str, period: &str) -> (i64, Decimal);
+    /// Every KPI delta of a campaign.
+    fn kpi_deltas(&self, tenant: &str, campaign: &str) -> Vec<KpiDelta>;
+}
+
+impl Store {
+    fn cql(&self) -> Result<&CqlStore, LedgerError> {
+        match self {
+            Self::Cql(s) => Ok(s),
+            Self::Memory(_) => Err(LedgerError::Internal(
+                "the in-memory ledger is written by its owner, not through the store".into(),
+            )),
+        }
+    }
+
+    /// See [`CqlStore::write`].
+    pub async fn write(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        batch: &[Folded],
+        folded: u64,
+    ) -> Result<(), LedgerError> {
+        self.cql()?
+            .write(group, topic, partition, batch, folded)
+            .await
+    }
+
+    /// See [`CqlStore::progress`].
+    pub async fn progress(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<u64, LedgerError> {
+        self.cql()?.progress(group, topic, partition).await
+    }
+
+    /// Every entry of a creator (all campaigns), in (time, id) order.
+    pub async fn creator_entries(
+        &self,
+        tenant: &str,
+        creator: &str,
+    ) -> Result<Vec<LedgerEntry>, LedgerError> {
+        match self {
+            Self::Cql(s) => s.creator_entries(tenant, creator).await,
+            Self::Memory(m) => Ok(m.creator_entries(tenant, creator)),
+        }
+    }
+
+    /// Every entry of a campaign (all creators), in (time, id) order.
+    pub async fn campaign_entries(
+        &self,
+        tenant: &str,
+        campaign: &str,
+    ) -> Result<Vec<LedgerEntry>, LedgerError> {
+        match self {
+            Self::Cql(s) => s.campaign_entries(tenant, campaign).await,
+            Self::Memory(m) => Ok(m.campaign_entries(tenant, campaign)),
+        }
+    }
+
+    /// The entries and credits of one order.
+    pub async fn order(
+        &self,
+        tenant: &str,
+        order: &str,
+    ) -> Result<(Vec<LedgerEntry>, Vec<v1::Credit>), LedgerError> {
+        match self {
+            Self::Cql(s) => s.order(tenant, order).await,
+            Self::Memory(m) => Ok(m.order(tenant, order)),
+        }
+    }
+
+    /// Net orders and revenue of a creator's tier progress in a period.
+    pub async fn tier(
+        &self,
+        tenant: &str,
+        campaign: &str,
+        creator: &str,
+        period: &str,
+    ) -> Result<(i64, Decimal), LedgerError> {
+        match self {
+            Self::Cql(s) => s.tier(tenant, campaign, creator, period).await,
+            Self::Memory(m) => Ok(m.tier(tenant, campaign, creator, period)),
+        }
+    }
+
+    /// Every KPI delta of a campaign.
+    pub async fn kpi_deltas(
+        &self,
+        tenant: &str,
+        campaign: &str,
+    ) -> Result<Vec<KpiDelta>, LedgerError> {
+        match self {
+            Self::Cql(s) => s.kpi_deltas(tenant, campaign).await,
+            Self::Memory(m) => Ok(m.kpi_deltas(tenant, campaign)),
+        }
+    }
+}
+
 /// The prepared statements of one keyspace.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct CqlStore {
     session: Arc<Session>,
     insert_by_creator: PreparedStatement,
     insert_by_campaign: PreparedStatement,
@@ -64,7 +193,7 @@ fn rows(op: &'static str) -> impl Fn(String) -> LedgerError {
     move |e| LedgerError::Store(AdapterError::Config(format!("{op}: {e}")))
 }
 
-impl Store {
+impl CqlStore {
     /// Prepares every statement against `keyspace` (migrated beforehand).
     pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<Self, LedgerError> {
         payoff_adapters::cql::validate_identifier(keyspace).map_err(LedgerError::Store)?;

@@ -1,0 +1,512 @@
+//! `payoff dev`: ingest, attribution and the ledger in one process, with a live summary.
+//!
+//! With no Kafka or Cassandra given, everything runs in memory: ingest publishes into the
+//! core's engine (the same `decide`/`apply` the services call), and the `Ledger` queries
+//! read the engine's ledger; nothing is durable, and it says so. With `--kafka-brokers`
+//! and `--scylla-nodes` (or their environment variables) it runs the real services
+//! in-process against them instead.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use payoff_core::{
+    credit::CreditKind,
+    engine::Engine,
+    event::{Event, RawEvent},
+    ids::TenantId,
+    kpi::{KpiDelta, KpiTotals},
+    ledger::{EntryKind, LedgerEntry},
+    program::ProgramHistory,
+    time::Timestamp,
+};
+use payoff_ingest::publisher::{PublishError, Publisher, Record};
+use payoff_ledger::{
+    fold::Programs,
+    pipeline::{Shared, Update},
+    store::{MemoryView, Store},
+};
+use payoff_proto::{
+    convert::{credit_to_proto, entry_to_proto},
+    v1,
+};
+use payoff_runtime::auth::{KeyStore, hash_secret};
+use prost::Message as _;
+use rust_decimal::Decimal;
+use tokio_util::sync::CancellationToken;
+
+/// The dev API keys (printed; this mode is for a laptop, never for production).
+pub const DEV_INGEST_KEY: &str = "dev-ingest-secret";
+/// A `read` key for dashboards and grpcurl.
+pub const DEV_READ_KEY: &str = "dev-read-secret";
+
+/// Options of `payoff dev`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevArgs {
+    /// The program (canonical proto3 JSON).
+    #[arg(long, default_value = "deploy/examples/program.json")]
+    pub program: PathBuf,
+    /// Kafka bootstrap servers: run the real services against them (with --scylla-nodes).
+    #[arg(long, env = "PAYOFF_KAFKA_BROKERS", default_value = "")]
+    pub kafka_brokers: String,
+    /// CQL contact points: run the real services against them (with --kafka-brokers).
+    #[arg(long, env = "PAYOFF_SCYLLA_NODES", default_value = "")]
+    pub scylla_nodes: String,
+    /// Ingest's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub ingest_listen: SocketAddr,
+    /// The ledger's gRPC address (`payoff.v1.Ledger`).
+    #[arg(long, default_value = "127.0.0.1:50053")]
+    pub ledger_listen: SocketAddr,
+    /// Prometheus /metrics address.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_listen: SocketAddr,
+    /// How often the summary refreshes.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub refresh: Duration,
+    /// Print the summary as plain lines instead of refreshing in place.
+    #[arg(long)]
+    pub plain: bool,
+}
+
+/// The in-memory pipeline: the core's engine behind a lock.
+#[derive(Clone)]
+pub struct MemoryPipeline {
+    tenant: TenantId,
+    engine: Arc<Mutex<Engine>>,
+    updates: tokio::sync::broadcast::Sender<Arc<Update>>,
+    /// Entries already announced on the watch.
+    announced: Arc<Mutex<usize>>,
+}
+
+impl MemoryPipeline {
+    /// A pipeline for one tenant's program.
+    pub fn new(
+        tenant: TenantId,
+        programs: ProgramHistory,
+        updates: tokio::sync::broadcast::Sender<Arc<Update>>,
+    ) -> Self {
+        Self {
+            tenant,
+            engine: Arc::new(Mutex::new(Engine::new(programs))),
+            updates,
+            announced: Arc::default(),
+        }
+    }
+
+    fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
+        self.engine
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Lets event time pass with no event (releases what the reorder buffer holds).
+    pub fn advance(&self, now: Timestamp) {
+        self.engine().advance(now);
+        self.announce();
+    }
+
+    fn announce(&self) {
+        let engine = self.engine();
+        let mut announced = self
+            .announced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for e in engine.entries.iter().skip(*announced) {
+            let _ = self.updates.send(Arc::new(Update {
+                tenant: self.tenant.clone(),
+                campaign: e.campaign.clone(),
+                creator: e.creator.clone(),
+                event: v1::WatchEvent {
+                    update: Some(v1::watch_event::Update::Entry(entry_to_proto(
+                        &self.tenant,
+                        e,
+                        None,
+                    ))),
+                },
+            }));
+        }
+        *announced = engine.entries.len();
+    }
+
+    /// Figures for the summary.
+    pub fn summary(&self) -> Summary {
+        let engine = self.engine();
+        let mut per_campaign: BTreeMap<String, KpiTotals> = BTreeMap::new();
+        let mut per_creator: BTreeMap<String, Decimal> = BTreeMap::new();
+        for k in &engine.kpis {
+            *per_campaign
+                .entry(k.campaign.as_str().to_owned())
+                .or_default() += &k.totals;
+        }
+        for e in &engine.entries {
+            if e.kind != EntryKind::Payout {
+                *per_creator
+                    .entry(e.creator.as_str().to_owned())
+                    .or_default() += e.amount.amount;
+            }
+        }
+        let orders = engine
+            .credits
+            .iter()
+            .filter(|c| matches!(c.kind, CreditKind::Order { .. }))
+            .count();
+        Summary {
+            by_type: engine
+                .counts
+                .by_type
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            credited_orders: orders as u64,
+            per_campaign,
+            per_creator,
+            entries: engine.entries.len(),
+        }
+    }
+}
+
+/// What the summary shows.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Events received by type.
+    pub by_type: BTreeMap<String, u64>,
+    /// Order credits.
+    pub credited_orders: u64,
+    /// KPI counters per campaign.
+    pub per_campaign: BTreeMap<String, KpiTotals>,
+    /// Commission (net, without payouts) per creator.
+    pub per_creator: BTreeMap<String, Decimal>,
+    /// Ledger entries.
+    pub entries: usize,
+}
+
+impl Publisher for MemoryPipeline {
+    async fn publish(&self, record: Record) -> Result<(), PublishError> {
+        let proto = v1::Event::decode(record.payload.as_slice())
+            .map_err(|e| PublishError::Sink(format!("decode: {e}")))?;
+        let now = wall();
+        let event: Event = Event::validate(&RawEvent::from(&proto), now)
+            .map_err(|e| PublishError::Sink(format!("validate: {e}")))?;
+        self.engine().push(event);
+        self.announce();
+        Ok(())
+    }
+
+    async fn is_connected(&self) -> bool {
+        true
+    }
+
+    async fn flush(&self, _timeout: Duration) -> Result<(), PublishError> {
+        Ok(())
+    }
+}
+
+impl MemoryView for MemoryPipeline {
+    fn creator_entries(&self, tenant: &str, creator: &str) -> Vec<LedgerEntry> {
+        self.entries(tenant, |e| e.creator.as_str() == creator)
+    }
+
+    fn campaign_entries(&self, tenant: &str, campaign: &str) -> Vec<LedgerEntry> {
+        self.entries(tenant, |e| e.campaign.as_str() == campaign)
+    }
+
+    fn order(&self, tenant: &str, order: &str) -> (Vec<LedgerEntry>, Vec<v1::Credit>) {
+        let entries = self.entries(tenant, |e| {
+            e.order.as_ref().is_some_and(|o| o.as_str() == order)
+        });
+        if tenant != self.tenant.as_str() {
+            return (entries, Vec::new());
+        }
+        let credits = self
+            .engine()
+            .credits
+            .iter()
+            .filter(|c| match &c.kind {
+                CreditKind::Order { order: o, .. } | CreditKind::Reversal { order: o, .. } => {
+                    o.as_str() == order
+                }
+                _ => false,
+            })
+            .map(|c| credit_to_proto(&self.tenant, c))
+            .collect();
+        (entries, credits)
+    }
+
+    fn tier(&self, tenant: &str, campaign: &str, creator: &str, period: &str) -> (i64, Decimal) {
+        if tenant != self.tenant.as_str() {
+            return (0, Decimal::ZERO);
+        }
+        self.engine()
+            .progress
+            .iter()
+            .filter(|p| {
+                p.campaign.as_str() == campaign
+                    && p.creator.as_str() == creator
+                    && p.period.label() == period
+            })
+            .fold((0, Decimal::ZERO), |(o, r), p| {
+                (o + p.orders, r + p.revenue)
+            })
+    }
+
+    fn kpi_deltas(&self, tenant: &str, campaign: &str) -> Vec<KpiDelta> {
+        if tenant != self.tenant.as_str() {
+            return Vec::new();
+        }
+        self.engine()
+            .kpis
+            .iter()
+            .filter(|k| k.campaign.as_str() == campaign)
+            .cloned()
+            .collect()
+    }
+}
+
+impl MemoryPipeline {
+    fn entries(&self, tenant: &str, keep: impl Fn(&LedgerEntry) -> bool) -> Vec<LedgerEntry> {
+        if tenant != self.tenant.as_str() {
+            return Vec::new();
+        }
+        let mut out: Vec<LedgerEntry> = self
+            .engine()
+            .entries
+            .iter()
+            .filter(|e| keep(e))
+            .cloned()
+            .collect();
+        out.sort_by_key(|e| (e.occurred_at, e.id));
+        out
+    }
+}
+
+fn wall() -> Timestamp {
+    Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+    )
+}
+
+/// A running in-memory `payoff dev`: its addresses and pipeline.
+pub struct Running {
+    /// Ingest's gRPC address.
+    pub ingest: SocketAddr,
+    /// The ledger's gRPC address.
+    pub ledger: SocketAddr,
+    /// Ingest's /metrics address.
+    pub metrics: SocketAddr,
+    /// The pipeline (for the summary).
+    pub pipeline: MemoryPipeline,
+    /// The tenant of the program.
+    pub tenant: TenantId,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _keys: tempfile::TempDir,
+}
+
+impl Running {
+    /// Waits for every part to stop (after `shutdown`).
+    pub async fn join(self) -> anyhow::Result<()> {
+        for t in self.tasks {
+            t.await.context("a part of payoff dev panicked")??;
+        }
+        Ok(())
+    }
+}
+
+/// Starts ingest and the ledger in memory, on the given addresses (port 0 works).
+pub async fn start_memory(args: &DevArgs, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let text = std::fs::read_to_string(&args.program)
+        .with_context(|| format!("cannot read the program {}", args.program.display()))?;
+    let proto: v1::Program = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a payoff.v1.Program", args.program.display()))?;
+    let program = payoff_proto::convert::program(&proto)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.program.display()))?;
+    let tenant = TenantId::parse("tenant_id", &proto.tenant_id)
+        .map_err(|v| anyhow::anyhow!("{}: {v}", args.program.display()))?;
+
+    let keys_dir = tempfile::tempdir()?;
+    let keys_path = keys_dir.path().join("api-keys.json");
+    std::fs::write(
+        &keys_path,
+        serde_json::json!({"keys": [
+            {"id": "dev-storefront", "tenant": tenant.as_str(), "role": "ingest", "sha256": hash_secret(DEV_INGEST_KEY)},
+            {"id": "dev-dashboard", "tenant": tenant.as_str(), "role": "read", "sha256": hash_secret(DEV_READ_KEY)},
+        ]})
+        .to_string(),
+    )?;
+
+    let (updates, _) = tokio::sync::broadcast::channel(4_096);
+    let pipeline = MemoryPipeline::new(
+        tenant.clone(),
+        ProgramHistory::single(program.clone()),
+        updates.clone(),
+    );
+
+    let ingest_config = <payoff_ingest::Config as clap::Parser>::try_parse_from([
+        "payoff-ingest".to_owned(),
+        "--listen".into(),
+        args.ingest_listen.to_string(),
+        "--metrics-listen".into(),
+        args.metrics_listen.to_string(),
+        "--api-keys".into(),
+        keys_path.display().to_string(),
+        "--pii-secret".into(),
+        "payoff-dev-only-secret".into(),
+    ])?;
+    let ingest = payoff_ingest::bind(ingest_config, shutdown.clone()).await?;
+    let ingest_addr = ingest.grpc_addr;
+    let metrics_addr = ingest.metrics_addr;
+    let publisher = Arc::new(pipeline.clone());
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(async move {
+        ingest
+            .serve_with(publisher)
+            .await
+            .map_err(anyhow::Error::from)
+    }));
+
+    let mut programs = Programs::default();
+    programs.insert(tenant.clone(), program);
+    let mut catalog = BTreeMap::new();
+    catalog.insert(
+        (tenant.as_str().to_owned(), proto.version),
+        (proto.clone(), wall().millis()),
+    );
+    let shared = Shared {
+        catalog: Arc::new(RwLock::new(catalog)),
+        store: Store::Memory(Arc::new(pipeline.clone())),
+        programs: Arc::new(RwLock::new(programs)),
+        updates,
+    };
+    let listener = tokio::net::TcpListener::bind(args.ledger_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.ledger_listen))?;
+    let ledger_addr = listener.local_addr()?;
+    let keys = KeyStore::load(&keys_path)?;
+    {
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            payoff_ledger::serve_queries(listener, shared, keys, shutdown)
+                .await
+                .map_err(anyhow::Error::from)
+        }));
+    }
+    // Event time passes with the wall clock: the reorder buffer releases what it holds.
+    {
+        let pipeline = pipeline.clone();
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    _ = tick.tick() => pipeline.advance(wall()),
+                }
+            }
+        }));
+    }
+    Ok(Running {
+        ingest: ingest_addr,
+        ledger: ledger_addr,
+        metrics: metrics_addr,
+        pipeline,
+        tenant,
+        tasks,
+        _keys: keys_dir,
+    })
+}
+
+/// Renders the summary (one screen).
+pub fn render(s: &Summary, elapsed: Duration, previous: &Summary) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let _ = writeln!(
+        out,
+        "payoff dev: in memory, nothing is durable ({:.0} s)",
+        elapsed.as_secs_f64()
+    );
+    let _ = writeln!(out, "events/s by type (total):");
+    for (t, n) in &s.by_type {
+        let before = previous.by_type.get(t).copied().unwrap_or_default();
+        let _ = writeln!(out, "  {t:<12} {:>8}/s ({n})", n.saturating_sub(before));
+    }
+    let _ = writeln!(
+        out,
+        "credited orders: {}   ledger entries: {}   ({:.1} events/s overall)",
+        s.credited_orders,
+        s.entries,
+        s.by_type.values().sum::<u64>() as f64 / secs
+    );
+    let _ = writeln!(out, "campaign                 revenue        cost     ROAS");
+    for (c, t) in &s.per_campaign {
+        let roas = t
+            .kpis()
+            .roas
+            .map_or_else(|| "-".to_owned(), |r| format!("{:.2}", r));
+        let _ = writeln!(
+            out,
+            "  {c:<20} {:>10} {:>10} {roas:>8}",
+            t.revenue.round_dp(2),
+            t.cost.round_dp(2)
+        );
+    }
+    let mut top: Vec<(&String, &Decimal)> = s.per_creator.iter().collect();
+    top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let _ = writeln!(out, "top creators by commission:");
+    for (c, amount) in top.into_iter().take(5) {
+        let _ = writeln!(out, "  {c:<20} {:>10}", amount.round_dp(2));
+    }
+    out
+}
+
+/// Runs `payoff dev` until Ctrl-C.
+pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
+    if !args.kafka_brokers.trim().is_empty() || !args.scylla_nodes.trim().is_empty() {
+        bail!(
+            "payoff dev with Kafka and Cassandra is not wired yet: run payoff-ingest, payoff-attributor and payoff-ledger (README, \"The real stack\"), or unset PAYOFF_KAFKA_BROKERS / PAYOFF_SCYLLA_NODES for the in-memory mode"
+        );
+    }
+    let shutdown = payoff_runtime::shutdown::on_signal();
+    let running = start_memory(args, shutdown.clone()).await?;
+    eprintln!(
+        "payoff dev: everything in memory; nothing is durable (give --kafka-brokers and --scylla-nodes for the real services)"
+    );
+    eprintln!(
+        "  ingest  gRPC  {}  (key: {DEV_INGEST_KEY})",
+        running.ingest
+    );
+    eprintln!("  ledger  gRPC  {}  (key: {DEV_READ_KEY})", running.ledger);
+    eprintln!("  metrics       http://{}/metrics", running.metrics);
+    eprintln!(
+        "  try: grpcurl -plaintext -H 'authorization: Bearer {DEV_READ_KEY}' -d '{{\"creator_id\":\"anna\"}}' {} payoff.v1.Ledger/GetBalance",
+        running.ledger
+    );
+    let started = std::time::Instant::now();
+    let mut previous = Summary::default();
+    let mut tick = tokio::time::interval(args.refresh);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                let now = running.pipeline.summary();
+                let screen = render(&now, started.elapsed(), &previous);
+                if args.plain {
+                    println!("{screen}");
+                } else {
+                    // Clear the screen and draw from the top: a summary that refreshes in place.
+                    print!("\x1b[2J\x1b[H{screen}");
+                }
+                previous = now;
+            }
+        }
+    }
+    eprintln!("payoff dev: stopping");
+    running.join().await
+}
