@@ -89,7 +89,13 @@ struct Worker {
 /// The consumer's context: rebalances go through the worker.
 struct Context {
     worker: Arc<Mutex<Worker>>,
+    /// Per input partition: the application offset last seen in the statistics, and
+    /// since when it has not moved (to report a partition that stopped delivering).
+    progress: Mutex<BTreeMap<(String, i32), (i64, Instant)>>,
 }
+
+/// How long an assigned partition with lag may deliver nothing before it is reported.
+const STALL_WARN: Duration = Duration::from_secs(30);
 
 /// librdkafka's client errors, logged through tracing; the end of a partition (which
 /// the loop asks to hear about) is not an error.
@@ -118,11 +124,35 @@ impl ClientContext for Context {
     }
 
     fn stats(&self, statistics: Statistics) {
+        let mut progress = self
+            .progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    metrics::gauge!(m::LAG, "topic" => topic.clone(), "partition" => partition.to_string())
-                        .set(p.consumer_lag as f64);
+                if *partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!(m::LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                    .set(p.consumer_lag as f64);
+                let key = (topic.clone(), *partition);
+                let entry = progress.entry(key).or_insert((p.app_offset, Instant::now()));
+                if entry.0 != p.app_offset || p.consumer_lag == 0 {
+                    *entry = (p.app_offset, Instant::now());
+                } else if entry.1.elapsed() >= STALL_WARN {
+                    tracing::warn!(
+                        topic = %topic,
+                        partition,
+                        lag = p.consumer_lag,
+                        app_offset = p.app_offset,
+                        next_offset = p.next_offset,
+                        fetch_state = %p.fetch_state,
+                        fetchq_cnt = p.fetchq_cnt,
+                        ls_offset = p.ls_offset,
+                        hi_offset = p.hi_offset,
+                        stalled_secs = entry.1.elapsed().as_secs(),
+                        "assigned partition delivers nothing while it has lag"
+                    );
                 }
             }
         }
@@ -891,6 +921,7 @@ pub fn run_blocking(
     let consumer: Arc<BaseConsumer<Context>> = Arc::new(
         consumer_config
             .create_with_context(Context {
+                progress: Mutex::default(),
                 worker: worker.clone(),
             })
             .map_err(kafka("consumer"))?,
