@@ -9,6 +9,10 @@
 //!   `payoff-core` the services run, and writes the ledger, balances, tier progress and
 //!   KPIs as JSON in a stable order; `--diff` compares payouts under another program.
 //!
+//! - `loadgen`: a simulated storefront (seeded, realistic funnel) sending events to any
+//!   ingest endpoint at a fixed rate or as fast as possible, with progress, a summary of
+//!   rate, errors and latency, and a record of what was sent for `replay`.
+//!
 //! - `ledger rebuild`: rebuilds the ledger's projections from the `credits` topic.
 //!
 //! - `migrate`: creates the Kafka topics (checking co-partitioned partition counts) and
@@ -25,5 +29,6 @@
 pub mod dev;
 pub mod input;
 pub mod ledger;
+pub mod loadgen;
 pub mod migrate;
 pub mod replay;

@@ -1,7 +1,7 @@
 //! `payoff`: the command line of payoff. Thin: parses arguments and calls the library.
 
 use clap::{Parser, Subcommand};
-use payoff_cli::{dev, ledger, migrate, replay};
+use payoff_cli::{dev, ledger, loadgen, migrate, replay};
 
 /// payoff: real-time conversion tracking and commission ledger for performance-based
 /// influencer marketing.
@@ -31,6 +31,13 @@ enum Command {
     ///
     /// Example: payoff migrate --kafka-brokers 127.0.0.1:9092 --scylla-nodes 127.0.0.1:9042
     Migrate(migrate::MigrateArgs),
+    /// Simulate a storefront: send a realistic, seeded stream of events to ingest at a
+    /// fixed rate or as fast as possible; report progress, then the achieved rate, errors
+    /// by status and latency percentiles; --record writes what was sent for replay.
+    ///
+    /// Example: payoff loadgen --api-key dev-ingest-key --rate 500 --duration 30s --record
+    /// sent.jsonl
+    Loadgen(loadgen::LoadgenArgs),
     /// Operate the ledger's projections.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -56,6 +63,9 @@ fn main() -> std::process::ExitCode {
         Command::Migrate(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(migrate::run(args))),
+        Command::Loadgen(args) => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(loadgen::command(args))),
         Command::Ledger(LedgerCommand::Rebuild(args)) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(ledger::rebuild(args))),
