@@ -33,7 +33,6 @@ pub mod task;
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
@@ -165,7 +164,7 @@ impl Bound {
             tokio::spawn(
                 Server::builder()
                     .add_service(health)
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    .serve_with_incoming_shutdown(payoff_runtime::incoming(listener), async move {
                         stop.cancelled().await;
                     }),
             )

@@ -136,7 +136,9 @@ impl ClientContext for Context {
                 metrics::gauge!(m::LAG, "topic" => topic.clone(), "partition" => partition.to_string())
                     .set(p.consumer_lag as f64);
                 let key = (topic.clone(), *partition);
-                let entry = progress.entry(key).or_insert((p.app_offset, Instant::now()));
+                let entry = progress
+                    .entry(key)
+                    .or_insert((p.app_offset, Instant::now()));
                 if entry.0 != p.app_offset || p.consumer_lag == 0 {
                     *entry = (p.app_offset, Instant::now());
                 } else if entry.1.elapsed() >= STALL_WARN {

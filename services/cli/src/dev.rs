@@ -57,6 +57,15 @@ pub struct DevArgs {
     /// CQL contact points: run the real services against them (with --kafka-brokers).
     #[arg(long, env = "PAYOFF_SCYLLA_NODES", default_value = "")]
     pub scylla_nodes: String,
+    /// Prefix of the topic names (real mode).
+    #[arg(long, env = "PAYOFF_TOPIC_PREFIX", default_value = "payoff.")]
+    pub topic_prefix: String,
+    /// Keyspace (real mode; created and migrated if missing).
+    #[arg(long, env = "PAYOFF_KEYSPACE", default_value = "payoff")]
+    pub keyspace: String,
+    /// Partitions of the topics when they are created (real mode).
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
     /// Ingest's gRPC address.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub ingest_listen: SocketAddr,
@@ -72,6 +81,46 @@ pub struct DevArgs {
     /// Print the summary as plain lines instead of refreshing in place.
     #[arg(long)]
     pub plain: bool,
+    /// Events per second the storefront simulator sends (`payoff loadgen`); 0 runs no
+    /// simulator (send your own events to ingest).
+    #[arg(long, default_value_t = 200)]
+    pub simulate: u32,
+    /// Seed of the simulator (default: random, printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Starts the storefront simulator against `ingest` until `shutdown` (a day of traffic at
+/// most), at `args.simulate` events per second.
+fn simulate(
+    args: &DevArgs,
+    ingest: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    if args.simulate == 0 {
+        return None;
+    }
+    let load = crate::loadgen::LoadgenArgs {
+        endpoint: format!("http://{ingest}"),
+        api_key: DEV_INGEST_KEY.to_owned(),
+        rate: args.simulate,
+        duration: Some(Duration::from_secs(24 * 3_600)),
+        events: None,
+        seed: args.seed,
+        start_time: None,
+        clock_rate: None,
+        concurrency: 8,
+        batch: 1,
+        timeout: Duration::from_secs(10),
+        record: None,
+        program: args.program.clone(),
+    };
+    let shutdown = shutdown.clone();
+    Some(tokio::spawn(async move {
+        crate::loadgen::run_until(&load, shutdown, |_| {})
+            .await
+            .map(|_| ())
+    }))
 }
 
 /// The in-memory pipeline: the core's engine behind a lock.
@@ -423,23 +472,19 @@ pub async fn start_memory(args: &DevArgs, shutdown: CancellationToken) -> anyhow
 }
 
 /// Renders the summary (one screen).
-pub fn render(s: &Summary, elapsed: Duration, previous: &Summary) -> String {
+pub fn render(s: &Summary, elapsed: Duration, previous: &Summary, mode: &str) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let secs = elapsed.as_secs_f64().max(0.001);
-    let _ = writeln!(
-        out,
-        "payoff dev: in memory, nothing is durable ({:.0} s)",
-        elapsed.as_secs_f64()
-    );
-    let _ = writeln!(out, "events/s by type (total):");
+    let _ = writeln!(out, "payoff dev: {mode} ({:.0} s)", elapsed.as_secs_f64());
+    let _ = writeln!(out, "events by type: total (+ since the last refresh)");
     for (t, n) in &s.by_type {
         let before = previous.by_type.get(t).copied().unwrap_or_default();
-        let _ = writeln!(out, "  {t:<12} {:>8}/s ({n})", n.saturating_sub(before));
+        let _ = writeln!(out, "  {t:<12} {n:>10} (+{})", n.saturating_sub(before));
     }
     let _ = writeln!(
         out,
-        "credited orders: {}   ledger entries: {}   ({:.1} events/s overall)",
+        "credited orders: {}   ledger entries: {}   ({:.1} events/s; credits follow events by the grace period)",
         s.credited_orders,
         s.entries,
         s.by_type.values().sum::<u64>() as f64 / secs
@@ -466,37 +511,354 @@ pub fn render(s: &Summary, elapsed: Duration, previous: &Summary) -> String {
     out
 }
 
+/// Where the summary's figures come from.
+#[derive(Clone)]
+pub enum Source {
+    /// The in-memory engine.
+    Memory(MemoryPipeline),
+    /// The running ledger, through its queries (real mode).
+    Ledger {
+        /// The ledger's address.
+        addr: SocketAddr,
+        /// The program (campaigns and creators to ask about).
+        program: v1::Program,
+    },
+}
+
+impl Source {
+    /// The figures now.
+    pub async fn summary(&self) -> anyhow::Result<Summary> {
+        match self {
+            Self::Memory(p) => Ok(p.summary()),
+            Self::Ledger { addr, program } => ledger_summary(*addr, program).await,
+        }
+    }
+}
+
+/// Events accepted by ingest, by type, from this process's metrics.
+fn ingest_counts() -> BTreeMap<String, u64> {
+    let text = payoff_runtime::telemetry::metrics_handle().render();
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("payoff_ingest_events_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        if !labels.contains("result=\"accepted\"") {
+            continue;
+        }
+        let kind = labels
+            .split("type=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("unknown");
+        *out.entry(kind.to_owned()).or_default() += value.parse::<f64>().unwrap_or(0.0) as u64;
+    }
+    out
+}
+
+async fn ledger_summary(addr: SocketAddr, program: &v1::Program) -> anyhow::Result<Summary> {
+    use payoff_proto::v1::ledger_client::LedgerClient;
+    let mut client = LedgerClient::connect(format!("http://{addr}")).await?;
+    fn key<T>(m: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(m);
+        if let Ok(v) = format!("Bearer {DEV_READ_KEY}").parse() {
+            r.metadata_mut().insert("authorization", v);
+        }
+        r
+    }
+    let decimal = |m: Option<&v1::Money>| {
+        m.and_then(|m| m.amount.parse::<Decimal>().ok())
+            .unwrap_or_default()
+    };
+    let mut summary = Summary {
+        by_type: ingest_counts(),
+        ..Summary::default()
+    };
+    for c in &program.campaigns {
+        let kpis = client
+            .get_campaign_kpis(key(v1::GetCampaignKpisRequest {
+                campaign_id: c.id.clone(),
+                range: None,
+                creator_id: String::new(),
+            }))
+            .await?
+            .into_inner();
+        let Some(total) = kpis.total else { continue };
+        summary.credited_orders += total.credited_orders;
+        let totals = KpiTotals {
+            revenue: decimal(total.revenue.as_ref()),
+            cost: decimal(total.cost.as_ref()),
+            orders: Decimal::from(total.credited_orders),
+            clicks: total.unique_clicks,
+            ..KpiTotals::default()
+        };
+        summary.per_campaign.insert(c.id.clone(), totals);
+    }
+    for creator in &program.creators {
+        let b = client
+            .get_balance(key(v1::GetBalanceRequest {
+                creator_id: creator.id.clone(),
+                campaign_id: String::new(),
+                as_of: None,
+            }))
+            .await?
+            .into_inner();
+        let earned: Decimal = b
+            .currencies
+            .iter()
+            .map(|c| decimal(c.pending.as_ref()) + decimal(c.approved.as_ref()))
+            .sum();
+        summary.per_creator.insert(creator.id.clone(), earned);
+    }
+    Ok(summary)
+}
+
+/// A running `payoff dev` against Kafka and Cassandra.
+pub struct RunningReal {
+    /// Ingest's gRPC address.
+    pub ingest: SocketAddr,
+    /// The ledger's gRPC address.
+    pub ledger: SocketAddr,
+    /// Ingest's /metrics address.
+    pub metrics: SocketAddr,
+    /// The program.
+    pub program: v1::Program,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _keys: tempfile::TempDir,
+}
+
+impl RunningReal {
+    /// Waits for every service to stop (after `shutdown`).
+    pub async fn join(self) -> anyhow::Result<()> {
+        for t in self.tasks {
+            t.await.context("a service of payoff dev panicked")??;
+        }
+        Ok(())
+    }
+}
+
+fn dev_keys(tenant: &TenantId) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("api-keys.json");
+    std::fs::write(
+        &path,
+        serde_json::json!({"keys": [
+            {"id": "dev-storefront", "tenant": tenant.as_str(), "role": "ingest", "sha256": hash_secret(DEV_INGEST_KEY)},
+            {"id": "dev-dashboard", "tenant": tenant.as_str(), "role": "read", "sha256": hash_secret(DEV_READ_KEY)},
+        ]})
+        .to_string(),
+    )?;
+    Ok((dir, path))
+}
+
+/// Starts ingest, the attributor and the ledger in this process against Kafka and
+/// Cassandra: creates the topics and the schema if needed and publishes the program.
+pub async fn start_real(
+    args: &DevArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningReal> {
+    use payoff_adapters::topology::{self, Topics};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let text = std::fs::read_to_string(&args.program)
+        .with_context(|| format!("cannot read the program {}", args.program.display()))?;
+    let mut proto: v1::Program = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a payoff.v1.Program", args.program.display()))?;
+    payoff_proto::convert::program(&proto)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.program.display()))?;
+    let tenant = TenantId::parse("tenant_id", &proto.tenant_id)
+        .map_err(|v| anyhow::anyhow!("{}: {v}", args.program.display()))?;
+    if proto.version == 0 {
+        proto.version = 1;
+    }
+    crate::migrate::run(&crate::migrate::MigrateArgs {
+        kafka_brokers: Some(args.kafka_brokers.clone()),
+        scylla_nodes: Some(args.scylla_nodes.clone()),
+        topic_prefix: args.topic_prefix.clone(),
+        partitions: args.partitions,
+        replication: 1,
+        keyspace: args.keyspace.clone(),
+        cql_replication: 1,
+    })
+    .await?;
+    let topics = Topics::with_prefix(&args.topic_prefix);
+    let mut config = payoff_adapters::kafka::base_config(&args.kafka_brokers, "payoff-dev")?;
+    config.set("enable.idempotence", "true").set("acks", "all");
+    let producer: FutureProducer = config.create()?;
+    let key = topology::key(&[tenant.as_str(), &proto.version.to_string()]);
+    let payload = proto.encode_to_vec();
+    producer
+        .send(
+            FutureRecord::to(&topics.programs)
+                .key(&key)
+                .payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .context("publish the program")?;
+    let (keys_dir, keys_path) = dev_keys(&tenant)?;
+    let keys = keys_path.display().to_string();
+    let mut tasks = Vec::new();
+
+    let ingest = payoff_ingest::bind(
+        <payoff_ingest::Config as clap::Parser>::try_parse_from([
+            "payoff-ingest",
+            "--listen",
+            &args.ingest_listen.to_string(),
+            "--metrics-listen",
+            &args.metrics_listen.to_string(),
+            "--api-keys",
+            &keys,
+            "--pii-secret",
+            "payoff-dev-only-secret",
+            "--kafka-brokers",
+            &args.kafka_brokers,
+            "--topic-prefix",
+            &args.topic_prefix,
+        ])?,
+        shutdown.clone(),
+    )
+    .await?;
+    let (ingest_addr, metrics_addr) = (ingest.grpc_addr, ingest.metrics_addr);
+    tasks.push(tokio::spawn(async move {
+        ingest.serve().await.map_err(anyhow::Error::from)
+    }));
+
+    let attributor = <payoff_attributor::Config as clap::Parser>::try_parse_from([
+        "payoff-attributor",
+        "--kafka-brokers",
+        &args.kafka_brokers,
+        "--topic-prefix",
+        &args.topic_prefix,
+        "--group-id",
+        &format!("{}dev-attributor", args.topic_prefix),
+        "--instance-id",
+        &format!("{}dev-0", args.topic_prefix),
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ])?;
+    {
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            payoff_attributor::run(attributor, shutdown)
+                .await
+                .map_err(anyhow::Error::from)
+        }));
+    }
+    let ledger = payoff_ledger::bind(
+        <payoff_ledger::Config as clap::Parser>::try_parse_from([
+            "payoff-ledger",
+            "--kafka-brokers",
+            &args.kafka_brokers,
+            "--scylla-nodes",
+            &args.scylla_nodes,
+            "--keyspace",
+            &args.keyspace,
+            "--topic-prefix",
+            &args.topic_prefix,
+            "--group-id",
+            &format!("{}dev-ledger", args.topic_prefix),
+            "--listen",
+            &args.ledger_listen.to_string(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--api-keys",
+            &keys,
+        ])?,
+        shutdown.clone(),
+    )
+    .await?;
+    let ledger_addr = ledger.grpc_addr;
+    tasks.push(tokio::spawn(async move {
+        ledger.serve().await.map_err(anyhow::Error::from)
+    }));
+    Ok(RunningReal {
+        ingest: ingest_addr,
+        ledger: ledger_addr,
+        metrics: metrics_addr,
+        program: proto,
+        tasks,
+        _keys: keys_dir,
+    })
+}
+
 /// Runs `payoff dev` until Ctrl-C.
 pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
-    if !args.kafka_brokers.trim().is_empty() || !args.scylla_nodes.trim().is_empty() {
-        bail!(
-            "payoff dev with Kafka and Cassandra is not wired yet: run payoff-ingest, payoff-attributor and payoff-ledger (README, \"The real stack\"), or unset PAYOFF_KAFKA_BROKERS / PAYOFF_SCYLLA_NODES for the in-memory mode"
-        );
+    let real = !args.kafka_brokers.trim().is_empty() || !args.scylla_nodes.trim().is_empty();
+    if real && (args.kafka_brokers.trim().is_empty() || args.scylla_nodes.trim().is_empty()) {
+        bail!("give both --kafka-brokers and --scylla-nodes (or neither, for the in-memory mode)");
     }
     let shutdown = payoff_runtime::shutdown::on_signal();
+    if real {
+        let running = start_real(args, shutdown.clone()).await?;
+        eprintln!(
+            "payoff dev: ingest, attributor and ledger against Kafka {} and Cassandra {} (keyspace {})",
+            args.kafka_brokers, args.scylla_nodes, args.keyspace
+        );
+        announce(running.ingest, running.ledger, running.metrics);
+        let source = Source::Ledger {
+            addr: running.ledger,
+            program: running.program.clone(),
+        };
+        let simulator = simulate(args, running.ingest, &shutdown);
+        show(args, &source, &shutdown, "Kafka + Cassandra").await;
+        eprintln!("payoff dev: stopping");
+        if let Some(simulator) = simulator {
+            simulator.await.context("the simulator panicked")??;
+        }
+        return running.join().await;
+    }
     let running = start_memory(args, shutdown.clone()).await?;
     eprintln!(
         "payoff dev: everything in memory; nothing is durable (give --kafka-brokers and --scylla-nodes for the real services)"
     );
+    announce(running.ingest, running.ledger, running.metrics);
+    let simulator = simulate(args, running.ingest, &shutdown);
+    show(
+        args,
+        &Source::Memory(running.pipeline.clone()),
+        &shutdown,
+        "in memory, nothing is durable",
+    )
+    .await;
+    eprintln!("payoff dev: stopping");
+    if let Some(simulator) = simulator {
+        simulator.await.context("the simulator panicked")??;
+    }
+    running.join().await
+}
+
+fn announce(ingest: SocketAddr, ledger: SocketAddr, metrics: SocketAddr) {
+    eprintln!("  ingest  gRPC  {ingest}  (key: {DEV_INGEST_KEY})");
+    eprintln!("  ledger  gRPC  {ledger}  (key: {DEV_READ_KEY})");
+    eprintln!("  metrics       http://{metrics}/metrics");
     eprintln!(
-        "  ingest  gRPC  {}  (key: {DEV_INGEST_KEY})",
-        running.ingest
+        "  try: grpcurl -plaintext -H 'authorization: Bearer {DEV_READ_KEY}' -d '{{\"creator_id\":\"anna\"}}' {ledger} payoff.v1.Ledger/GetBalance"
     );
-    eprintln!("  ledger  gRPC  {}  (key: {DEV_READ_KEY})", running.ledger);
-    eprintln!("  metrics       http://{}/metrics", running.metrics);
-    eprintln!(
-        "  try: grpcurl -plaintext -H 'authorization: Bearer {DEV_READ_KEY}' -d '{{\"creator_id\":\"anna\"}}' {} payoff.v1.Ledger/GetBalance",
-        running.ledger
-    );
+}
+
+/// Draws the summary every `--refresh` until `shutdown`.
+async fn show(args: &DevArgs, source: &Source, shutdown: &CancellationToken, mode: &str) {
     let started = std::time::Instant::now();
     let mut previous = Summary::default();
     let mut tick = tokio::time::interval(args.refresh);
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                let now = running.pipeline.summary();
-                let screen = render(&now, started.elapsed(), &previous);
+                let now = match source.summary().await {
+                    Ok(now) => now,
+                    Err(e) => {
+                        eprintln!("payoff dev: summary unavailable: {e:#}");
+                        continue;
+                    }
+                };
+                let screen = render(&now, started.elapsed(), &previous, mode);
                 if args.plain {
                     println!("{screen}");
                 } else {
@@ -507,6 +869,4 @@ pub async fn run(args: &DevArgs) -> anyhow::Result<()> {
             }
         }
     }
-    eprintln!("payoff dev: stopping");
-    running.join().await
 }

@@ -31,7 +31,6 @@ use payoff_adapters::topology::Topics;
 use payoff_proto::v1::ingest_server::IngestServer;
 use payoff_runtime::auth::KeyStore;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
@@ -210,7 +209,7 @@ impl Bound {
             .add_service(reflection)
             .add_service(grpc)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                payoff_runtime::incoming(listener),
                 drain.cancelled_owned(),
             );
         let mut server = std::pin::pin!(server);

@@ -45,7 +45,6 @@ use payoff_adapters::cql::{self, CqlSettings, Durability};
 use payoff_proto::v1::{admin_server::AdminServer, ledger_server::LedgerServer};
 use payoff_runtime::auth::KeyStore;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
@@ -202,7 +201,7 @@ impl Bound {
                         keys,
                     )))
                     .add_service(AdminServer::new(admin))
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    .serve_with_incoming_shutdown(payoff_runtime::incoming(listener), async move {
                         stop.cancelled().await;
                     }),
             )
@@ -246,7 +245,7 @@ pub async fn serve_queries(
         .add_service(health)
         .add_service(reflection)
         .add_service(LedgerServer::new(query::LedgerService::new(shared, keys)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(payoff_runtime::incoming(listener), async move {
             shutdown.cancelled().await;
         })
         .await?;

@@ -347,17 +347,14 @@ async fn offer(
             .and_then(|c| credit_from_proto(&c).map_err(|e| e.to_string()));
         match decoded {
             Ok((tenant, credit)) => {
-                let known = |programs: &Programs| {
-                    programs
-                        .get(&tenant)
-                        .and_then(|h| h.versions().iter().map(|v| v.version).max())
-                        .is_some_and(|v| v >= credit.config_version)
+                let known = |programs: &RwLock<Programs>| {
+                    knows(&read(programs), &tenant, credit.config_version)
                 };
-                if !known(&read(&shared.programs)) {
+                if !known(&shared.programs) {
                     // The attributor judged it under a version this instance has not read
                     // yet: read the programs topic to its end first.
                     feed.poll(&shared.programs, true).await?;
-                    if !known(&read(&shared.programs)) {
+                    if !known(&shared.programs) {
                         return Err(LedgerError::Internal(format!(
                             "credit {} needs program version {} of tenant {tenant}, which the programs topic does not hold",
                             credit.id.to_text(),
@@ -431,6 +428,14 @@ pub(crate) fn record_kind(msg: &impl Message) -> RecordKind {
         }
     }
     RecordKind::Credit
+}
+
+/// Whether `programs` holds `version` (or a later one) of `tenant`'s program.
+fn knows(programs: &Programs, tenant: &TenantId, version: u64) -> bool {
+    programs
+        .get(tenant)
+        .and_then(|h| h.versions().iter().map(|v| v.version).max())
+        .is_some_and(|v| v >= version)
 }
 
 fn read(programs: &RwLock<Programs>) -> std::sync::RwLockReadGuard<'_, Programs> {

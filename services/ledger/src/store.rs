@@ -185,6 +185,17 @@ pub struct CqlStore {
     kpis: PreparedStatement,
 }
 
+async fn prepare(
+    session: &Session,
+    keyspace: &str,
+    text: &str,
+) -> Result<PreparedStatement, LedgerError> {
+    session
+        .prepare(text.replace("{ks}", keyspace))
+        .await
+        .map_err(|e| LedgerError::Store(AdapterError::CqlPrepare(Box::new(e))))
+}
+
 fn cql(op: &'static str) -> impl FnOnce(scylla::errors::ExecutionError) -> LedgerError {
     move |e| LedgerError::Store(AdapterError::cql(op, e))
 }
@@ -197,12 +208,7 @@ impl CqlStore {
     /// Prepares every statement against `keyspace` (migrated beforehand).
     pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<Self, LedgerError> {
         payoff_adapters::cql::validate_identifier(keyspace).map_err(LedgerError::Store)?;
-        let prepare = async |text: &str| {
-            session
-                .prepare(text.replace("{ks}", keyspace))
-                .await
-                .map_err(|e| LedgerError::Store(AdapterError::CqlPrepare(Box::new(e))))
-        };
+        let prepare = |text: &'static str| prepare(&session, keyspace, text);
         Ok(Self {
             insert_by_creator: prepare("INSERT INTO {ks}.entries_by_creator (tenant, creator, month, occurred_at, entry_id, campaign, body) VALUES (?, ?, ?, ?, ?, ?, ?)").await?,
             insert_by_campaign: prepare("INSERT INTO {ks}.entries_by_campaign (tenant, campaign, month, occurred_at, entry_id, creator, body) VALUES (?, ?, ?, ?, ?, ?, ?)").await?,
@@ -240,19 +246,16 @@ impl CqlStore {
         for f in batch {
             self.rows_of(f, &mut writes)?;
         }
-        let mut pending = futures::stream::iter(writes.into_iter().map(|(statement, values)| {
-            let session = &self.session;
-            async move {
-                session
-                    .execute_unpaged(statement, values)
-                    .await
-                    .map_err(cql("write ledger row"))
+        // At most 64 writes in flight.
+        for chunk in writes.chunks(64) {
+            let mut pending = futures::stream::FuturesUnordered::new();
+            for (statement, values) in chunk {
+                pending.push(self.session.execute_unpaged(statement, values));
             }
-        }))
-        .buffer_unordered(64);
-        use futures::StreamExt as _;
-        while let Some(result) = pending.next().await {
-            result?;
+            use futures::StreamExt as _;
+            while let Some(result) = pending.next().await {
+                result.map_err(cql("write ledger row"))?;
+            }
         }
         self.session
             .execute_unpaged(

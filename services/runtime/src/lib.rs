@@ -22,3 +22,17 @@ pub mod telemetry;
 pub mod tls;
 
 pub use error::ServiceError;
+
+/// The connections a bound listener accepts, with `TCP_NODELAY` set on each (small gRPC
+/// answers are not held back by Nagle's algorithm waiting for the client's ACK), for
+/// tonic's `serve_with_incoming`.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|stream| {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}
