@@ -130,22 +130,26 @@ impl ClientContext for Context {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                if *partition < 0 || p.consumer_lag < 0 {
+                // Offsets are committed by the producer's transactions, which the
+                // consumer's own `consumer_lag` does not see: the lag is what is readable
+                // (up to the last stable offset) and not yet delivered to the loop.
+                if *partition < 0 || p.app_offset < 0 || p.ls_offset < 0 {
                     continue;
                 }
+                let lag = (p.ls_offset - p.app_offset).max(0);
                 metrics::gauge!(m::LAG, "topic" => topic.clone(), "partition" => partition.to_string())
-                    .set(p.consumer_lag as f64);
+                    .set(lag as f64);
                 let key = (topic.clone(), *partition);
                 let entry = progress
                     .entry(key)
                     .or_insert((p.app_offset, Instant::now()));
-                if entry.0 != p.app_offset || p.consumer_lag == 0 {
+                if entry.0 != p.app_offset || lag == 0 {
                     *entry = (p.app_offset, Instant::now());
                 } else if entry.1.elapsed() >= STALL_WARN {
                     tracing::warn!(
                         topic = %topic,
                         partition,
-                        lag = p.consumer_lag,
+                        lag,
                         app_offset = p.app_offset,
                         next_offset = p.next_offset,
                         fetch_state = %p.fetch_state,

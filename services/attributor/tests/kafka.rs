@@ -34,6 +34,10 @@ use rdkafka::{
 };
 
 const PARTITIONS: i32 = 4;
+
+/// The tests of this file run one at a time: each runs attributor processes and Kafka on
+/// a 2-core machine, and the equality they check needs the merge not to be starved.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const DEADLINE: Duration = Duration::from_secs(180);
 
 /// Topics, a group and the brokers of one test.
@@ -384,6 +388,7 @@ fn assert_same(got: &[Credit], want: &[Credit]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credits_equal_the_replay_of_the_same_events() -> Result<()> {
+    let _serial = SERIAL.lock().await;
     let setup = Setup::new("attr-eq").await?;
     let scenario = scenario::generate(Options::default());
     let want = scenario.oracle();
@@ -402,6 +407,7 @@ async fn credits_equal_the_replay_of_the_same_events() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_loses_nothing_and_doubles_nothing() -> Result<()> {
+    let _serial = SERIAL.lock().await;
     let setup = Setup::new("attr-kill").await?;
     let scenario = scenario::generate(Options {
         seed: 11,
@@ -436,6 +442,7 @@ async fn kill_9_mid_stream_loses_nothing_and_doubles_nothing() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_instance_leaving_moves_its_partitions_with_their_state() -> Result<()> {
+    let _serial = SERIAL.lock().await;
     let setup = Setup::new("attr-two").await?;
     let scenario = scenario::generate(Options {
         seed: 23,
@@ -468,6 +475,7 @@ async fn a_second_instance_leaving_moves_its_partitions_with_their_state() -> Re
 /// its order that arrives after a newer click of the same visitor, 10 minutes later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_click_counts_within_the_grace_period_and_not_after() -> Result<()> {
+    let _serial = SERIAL.lock().await;
     let setup = Setup::new("attr-late").await?;
     let program = scenario::example_program();
     let scenario_program = Scenario {
@@ -537,6 +545,7 @@ async fn a_late_click_counts_within_the_grace_period_and_not_after() -> Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() -> Result<()> {
+    let _serial = SERIAL.lock().await;
     let setup = Setup::new("attr-poison").await?;
     let scenario = scenario::generate(Options {
         seed: 5,

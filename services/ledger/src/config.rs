@@ -83,11 +83,7 @@ pub struct Config {
     pub log: String,
 }
 
-/// Parses `500ms`, `5s`, `2m` (humantime syntax).
-pub fn humantime_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{text:?} is not a duration like 500ms, 5s or 2m: {e}"))
-}
+pub use payoff_runtime::humantime_duration;
 
 impl Config {
     /// Every problem with this configuration (empty when it is usable).

@@ -23,6 +23,12 @@ pub mod tls;
 
 pub use error::ServiceError;
 
+/// Parses `500ms`, `5s`, `2m` (humantime syntax), for duration flags of every service.
+pub fn humantime_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 500ms, 5s or 2m: {e}"))
+}
+
 /// The connections a bound listener accepts, with `TCP_NODELAY` set on each (small gRPC
 /// answers are not held back by Nagle's algorithm waiting for the client's ACK), for
 /// tonic's `serve_with_incoming`.
