@@ -163,6 +163,11 @@ impl Bound {
         let grpc = IngestServer::new(service).max_decoding_message_size(config.max_message_bytes);
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        // Registered before the server accepts anything: a health check or watch that
+        // arrives first sees NOT_SERVING, never "service not registered".
+        health_reporter
+            .set_not_serving::<IngestServer<IngestService<P>>>()
+            .await;
         let health_task = {
             let publisher = publisher.clone();
             let shutdown = shutdown.clone();
