@@ -9,6 +9,14 @@ pub const RECORDS: &str = "payoff_attributor_records_total";
 pub const CREDITS: &str = "payoff_attributor_credits_total";
 /// Records sent to the dead-letter topic by `reason`.
 pub const DEAD_LETTERS: &str = "payoff_attributor_dead_letters_total";
+/// Every `reason` label of [`DEAD_LETTERS`] (the codec's reasons and unknown conversions).
+pub const DEAD_LETTER_REASONS: &[&str] = &[
+    "empty",
+    "undecodable",
+    "no_tenant",
+    "invalid",
+    "unknown_conversion",
+];
 /// Event time of a credit to the commit of its transaction.
 pub const ATTRIBUTION_LATENCY: &str = "payoff_attributor_attribution_latency_seconds";
 /// Duration of sending offsets and committing a transaction.
@@ -57,6 +65,12 @@ pub fn describe() {
     );
     describe_counter!(COMMITS, Unit::Count, "Kafka transactions committed.");
     describe_counter!(ABORTS, Unit::Count, "Kafka transactions aborted.");
+    // Counters that count failures start at 0: a series that first appears at 1 gives
+    // `increase()` nothing, so the first abort or dead letter would raise no alert.
+    metrics::counter!(ABORTS).increment(0);
+    for reason in DEAD_LETTER_REASONS {
+        metrics::counter!(DEAD_LETTERS, "reason" => *reason).increment(0);
+    }
     describe_gauge!(
         LAG,
         Unit::Count,

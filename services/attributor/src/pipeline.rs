@@ -52,7 +52,7 @@ const PER_QUEUE: usize = 2_000;
 /// How long a task may merge nothing before its inputs' ends are looked up.
 const END_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// How often the state size is measured (a scan of the state).
-const STATE_EVERY: Duration = Duration::from_secs(60);
+const STATE_EVERY: Duration = Duration::from_secs(15);
 
 /// Readiness, as the health service reports it.
 pub type Ready = tokio::sync::watch::Sender<bool>;
@@ -938,7 +938,8 @@ pub fn run_blocking(
 
     let mut queues: Vec<(Source, i32, PartitionQueue<Context>)> = Vec::new();
     let mut idle = false;
-    let mut state_measured = Instant::now();
+    // None: measure at once, so the gauges exist from the start.
+    let mut state_measured: Option<Instant> = None;
     let mut loop_stats = (0usize, 0usize, 0usize);
     let mut warned: BTreeMap<i32, Instant> = BTreeMap::new();
     let mut end_checked = Instant::now();
@@ -1063,8 +1064,8 @@ pub fn run_blocking(
         if due && let Err(e) = w.commit(&consumer) {
             break Err(e);
         }
-        if state_measured.elapsed() >= STATE_EVERY {
-            state_measured = Instant::now();
+        if state_measured.is_none_or(|at| at.elapsed() >= STATE_EVERY) {
+            state_measured = Some(Instant::now());
             let visitors: usize = w.tasks.values().map(Task::visitors).sum();
             let bytes: usize = w.tasks.values().map(Task::state_bytes).sum();
             metrics::gauge!(m::STATE_VISITORS).set(visitors as f64);

@@ -34,6 +34,7 @@ pub mod pipeline;
 pub mod query;
 pub mod rebuild;
 pub mod store;
+mod tally;
 
 use std::{
     net::SocketAddr,
@@ -173,6 +174,7 @@ impl Bound {
         };
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(payoff_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| LedgerError::Setup(format!("reflection: {e}")))?;
         let mut builder = Server::builder();
@@ -239,6 +241,7 @@ pub async fn serve_queries(
     }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(payoff_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| LedgerError::Setup(format!("reflection: {e}")))?;
     Server::builder()

@@ -7,8 +7,26 @@ pub const ENTRIES: &str = "payoff_ledger_entries_total";
 /// Commission (signed entry amounts) booked, by currency (a counter of money, so Grafana
 /// charts it live; payouts excluded).
 pub const COMMISSION: &str = "payoff_ledger_commission_total";
-/// Credited revenue, by currency.
+/// Credited revenue, by tenant and currency.
 pub const REVENUE: &str = "payoff_ledger_revenue_total";
+/// A campaign's all-time KPI counters (§9), by tenant and campaign: gauges that each
+/// instance sets from its folds, so `sum by (campaign)` over instances is the whole, and
+/// refunds lower them. Money in the campaign's currency.
+pub const CAMPAIGN_CLICKS: &str = "payoff_ledger_campaign_clicks";
+/// Credited orders net of full refunds (fractions under split models).
+pub const CAMPAIGN_ORDERS: &str = "payoff_ledger_campaign_orders";
+/// Credited leads.
+pub const CAMPAIGN_LEADS: &str = "payoff_ledger_campaign_leads";
+/// Credited revenue net of refunds.
+pub const CAMPAIGN_REVENUE: &str = "payoff_ledger_campaign_revenue";
+/// Cost: commission, bonuses, base fees and adjustments, net of reversals.
+pub const CAMPAIGN_COST: &str = "payoff_ledger_campaign_cost";
+/// The creators with the most net commission per tenant and currency, in currency units:
+/// only each instance's top [`TOP_CREATORS`] carry a value (the others read 0), so the
+/// `creator` label stays bounded.
+pub const TOP_CREATOR_COMMISSION: &str = "payoff_ledger_top_creator_commission";
+/// How many creators per tenant and currency [`TOP_CREATOR_COMMISSION`] exports.
+pub const TOP_CREATORS: usize = 10;
 /// Credits held, waiting for every attributor task's progress.
 pub const HELD: &str = "payoff_ledger_held_credits";
 /// Time to write one batch to the store.
@@ -37,9 +55,37 @@ pub fn describe() {
     describe_counter!(
         COMMISSION,
         Unit::Count,
-        "Commission booked (accruals, bonuses, base fees, net of reversals), by currency."
+        "Commission in hundredths (accruals, bonuses, base fees), by tenant, currency and direction (earned, reversed)."
     );
-    describe_counter!(REVENUE, Unit::Count, "Credited revenue, by currency.");
+    describe_counter!(
+        REVENUE,
+        Unit::Count,
+        "Credited revenue in hundredths, by tenant and currency."
+    );
+    describe_gauge!(
+        CAMPAIGN_CLICKS,
+        "Unique unflagged clicks of a campaign, all time, as folded by this instance."
+    );
+    describe_gauge!(
+        CAMPAIGN_ORDERS,
+        "Credited orders of a campaign net of full refunds, all time, as folded by this instance."
+    );
+    describe_gauge!(
+        CAMPAIGN_LEADS,
+        "Credited leads of a campaign, all time, as folded by this instance."
+    );
+    describe_gauge!(
+        CAMPAIGN_REVENUE,
+        "Credited revenue of a campaign net of refunds, in its currency, all time, as folded by this instance."
+    );
+    describe_gauge!(
+        CAMPAIGN_COST,
+        "Cost of a campaign (commission, bonuses, base fees, adjustments, net of reversals), in its currency, all time, as folded by this instance."
+    );
+    describe_gauge!(
+        TOP_CREATOR_COMMISSION,
+        "Net commission of this instance's top creators per tenant and currency, in currency units (creators that left the top read 0)."
+    );
     describe_gauge!(
         HELD,
         "Credits held until every attributor task has passed their event time."
@@ -64,6 +110,8 @@ pub fn describe() {
         "Ledger queries that failed, by method and code."
     );
     describe_gauge!(WATCHERS, "Open Ledger.Watch streams.");
+    // Exists (at 0) before the first stream opens; `increment` leaves a count alone.
+    metrics::gauge!(WATCHERS).increment(0.0);
     describe_histogram!(
         RESTORE_DURATION,
         Unit::Seconds,

@@ -48,7 +48,11 @@ use crate::{
     fold::{Fold, Folded, Input, Programs},
     metrics as m,
     store::Store,
+    tally::{Gauges, Tally},
 };
+
+/// How often the KPI and leaderboard gauges are recomputed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Most folded credits written in one batch.
 const MAX_BATCH: usize = 2_000;
@@ -121,6 +125,8 @@ struct Part {
     pending: Vec<Folded>,
     since: Instant,
     restored: bool,
+    /// All-time totals of what the fold produced, for the KPI gauges.
+    tally: Tally,
 }
 
 fn kafka(op: &'static str) -> impl FnOnce(KafkaError) -> LedgerError {
@@ -265,6 +271,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(config.batch_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out = Vec::new();
+    let mut gauges = Gauges::new(GAUGE_INTERVAL);
     loop {
         tokio::select! {
             biased;
@@ -273,6 +280,7 @@ pub async fn run(
                 apply_changes(&changes, &mut parts);
                 feed.poll(&shared.programs, false).await?;
                 flush(config, shared, &topics.credits, &mut parts).await?;
+                gauges.publish(parts.values().map(|p| &p.tally));
             }
             msg = consumer.recv() => {
                 let msg = msg.map_err(kafka("consume"))?;
@@ -281,7 +289,7 @@ pub async fn run(
                 if let std::collections::btree_map::Entry::Vacant(slot) = parts.entry(p) {
                     let stored = shared.store.progress(&config.group_id, &topics.credits, p).await?;
                     tracing::info!(partition = p, stored, "partition assigned; re-folding from its beginning");
-                    slot.insert(Part { fold: Fold::new(), stored, pending: Vec::new(), since: Instant::now(), restored: false });
+                    slot.insert(Part { fold: Fold::new(), stored, pending: Vec::new(), since: Instant::now(), restored: false, tally: Tally::default() });
                 }
                 offer(&feed, shared, &msg, &mut parts, &mut out).await?;
                 if parts.get(&p).is_some_and(|part| part.pending.len() >= MAX_BATCH) {
@@ -381,6 +389,7 @@ async fn offer(
         if let Some(reason) = &f.skipped {
             tracing::warn!(cause = %f.input.cause(), reason = %reason, "ledger input skipped");
         }
+        part.tally.add(&f.tenant, &f.facts);
         if f.seq >= part.stored {
             metrics::counter!(m::CREDITS, "kind" => f.input.name(), "result" => result)
                 .increment(1);
@@ -484,17 +493,17 @@ fn observe(shared: &Shared, f: &Folded, now: i64) {
         && f.skipped.is_none()
     {
         let revenue = net.amount * c.kind.share();
-        metrics::counter!(m::REVENUE, "currency" => net.currency.code().to_owned())
+        metrics::counter!(m::REVENUE, "tenant" => f.tenant.as_str().to_owned(), "currency" => net.currency.code().to_owned())
             .increment(hundredths(revenue));
     }
     for fact in &f.facts {
         let LedgerFact::Entry(e) = fact else { continue };
         metrics::counter!(m::ENTRIES, "kind" => e.kind.as_str()).increment(1);
         if e.kind != EntryKind::Payout && e.amount.amount.is_sign_positive() {
-            metrics::counter!(m::COMMISSION, "currency" => e.amount.currency.code().to_owned(), "direction" => "earned")
+            metrics::counter!(m::COMMISSION, "tenant" => f.tenant.as_str().to_owned(), "currency" => e.amount.currency.code().to_owned(), "direction" => "earned")
                 .increment(hundredths(e.amount.amount));
         } else if e.kind != EntryKind::Payout {
-            metrics::counter!(m::COMMISSION, "currency" => e.amount.currency.code().to_owned(), "direction" => "reversed")
+            metrics::counter!(m::COMMISSION, "tenant" => f.tenant.as_str().to_owned(), "currency" => e.amount.currency.code().to_owned(), "direction" => "reversed")
                 .increment(hundredths(-e.amount.amount));
         }
         let _ = shared.updates.send(Arc::new(Update {
