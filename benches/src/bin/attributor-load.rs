@@ -325,6 +325,7 @@ async fn main() -> anyhow::Result<()> {
         correction_wait: Duration::from_secs(3650 * 86_400),
         correction_wall_wait: Duration::from_secs(3600),
         max_idle: Duration::from_secs(2),
+        quiet_release: Duration::ZERO,
         drain_timeout: Duration::from_secs(20),
         log_format: LogFormat::Text,
         log: "warn".into(), // logging is set up above (RUST_LOG)

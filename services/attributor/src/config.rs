@@ -77,6 +77,14 @@ pub struct Config {
     /// not send valid corrections to the dead letters).
     #[arg(long, env = "PAYOFF_ATTRIBUTOR_CORRECTION_WALL_WAIT", value_parser = humantime_duration, default_value = "1h")]
     pub correction_wall_wait: Duration,
+    /// How long (wall clock, after the newest input record) a partition whose inputs are
+    /// all read to their end must stay quiet before its reorder buffer releases what it
+    /// holds, as the end of input does in replay; never less than the tenant's grace
+    /// period. A click that arrives after that, within the grace of a released
+    /// conversion's time, counts as late. Long values keep a quiet stream's tail until its
+    /// next event.
+    #[arg(long, env = "PAYOFF_ATTRIBUTOR_QUIET_RELEASE", value_parser = humantime_duration, default_value = "0s")]
+    pub quiet_release: Duration,
     /// How long (wall clock) the event-time merge waits for an input that is empty but
     /// not known to be at its end before going on without it.
     #[arg(long, env = "PAYOFF_ATTRIBUTOR_MAX_IDLE", value_parser = humantime_duration, default_value = "2s")]

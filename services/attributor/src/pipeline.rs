@@ -304,12 +304,17 @@ impl Worker {
             blocked,
             ..
         } = self;
+        let mut advanced = false;
         for (p, task) in tasks.iter_mut() {
             task.set_clock(wall, outputs);
             let force = blocked
                 .get(p)
                 .is_some_and(|since| now.duration_since(*since) >= max_idle);
             let merged = task.pump(programs, force, outputs);
+            if task.advance_quiet(programs, wall, outputs) {
+                // The markers of the moved watermarks go out with the next commit.
+                advanced = true;
+            }
             // The idle clock runs only while the task can merge nothing at all: an input
             // that is merely slower than the others (a backlog fetched in turns) is waited
             // for, not overtaken.
@@ -318,6 +323,9 @@ impl Worker {
             } else {
                 blocked.entry(*p).or_insert(now);
             }
+        }
+        if advanced {
+            self.begin()?;
         }
         self.send_outputs()
     }
@@ -867,6 +875,7 @@ pub fn run_blocking(
     let settings = Settings {
         correction_wait: millis(config.correction_wait),
         correction_wall_wait: millis(config.correction_wall_wait),
+        quiet_release: millis(config.quiet_release),
         ..Settings::default()
     };
     let worker = Arc::new(Mutex::new(Worker {

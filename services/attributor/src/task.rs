@@ -194,6 +194,10 @@ pub struct Settings {
     pub correction_wall_wait: Duration,
     /// Queued events beyond which the merge stops waiting for empty inputs.
     pub max_queued: usize,
+    /// How long (wall clock after the newest record's timestamp) every input must have
+    /// been quiet, at least, before the reorder buffer releases its tail; never less than
+    /// the tenant's grace period.
+    pub quiet_release: Duration,
 }
 
 impl Default for Settings {
@@ -202,6 +206,7 @@ impl Default for Settings {
             correction_wait: Duration::hours(24),
             correction_wall_wait: Duration(0),
             max_queued: 200_000,
+            quiet_release: Duration(0),
         }
     }
 }
@@ -339,6 +344,9 @@ struct Book {
     now: Timestamp,
 }
 
+/// How often a quiet task's event time follows the wall clock.
+const QUIET_EVERY: Duration = Duration::seconds(1);
+
 /// One partition number's attribution.
 #[derive(Debug)]
 pub struct Task {
@@ -346,6 +354,10 @@ pub struct Task {
     settings: Settings,
     queues: [VecDeque<Queued>; 5],
     at_end: [bool; 5],
+    /// The newest timestamp of an input record (ingest's clock when it wrote it).
+    newest_record: Option<Timestamp>,
+    /// When event time last followed the wall clock ([`Task::advance_quiet`]).
+    quiet_advanced: Option<Timestamp>,
     tenants: FastMap<TenantId, TenantState>,
     book: Book,
 }
@@ -358,6 +370,8 @@ impl Task {
             settings,
             queues: Default::default(),
             at_end: [false; 5],
+            newest_record: None,
+            quiet_advanced: None,
             tenants: FastMap::default(),
             book: Book::default(),
         }
@@ -386,6 +400,11 @@ impl Task {
             return;
         }
         self.at_end[i] = false;
+        if let Some(ts) = record.timestamp
+            && self.newest_record.is_none_or(|n| ts > n.millis())
+        {
+            self.newest_record = Some(Timestamp(ts));
+        }
         let now = Timestamp(record.timestamp.unwrap_or(i64::MAX));
         match codec::event(record.payload.as_deref(), now) {
             Ok((tenant, event)) => {
@@ -501,20 +520,74 @@ impl Task {
         buffer.push(q.event, &mut released);
         let empty = ProgramHistory::default();
         let history = history.unwrap_or(&empty);
-        for event in released.drain(..) {
-            let held = state.held.get_mut(&event.id).and_then(VecDeque::pop_front);
-            if state.held.get(&event.id).is_some_and(VecDeque::is_empty) {
-                state.held.remove(&event.id);
-            }
-            let Some(held) = held else {
-                unreachable!("every buffered event was recorded as held")
-            };
-            expire(&q.tenant, state, history, event.occurred_at, &mut self.book);
-            process(&q.tenant, state, history, event, held, &mut self.book, out);
-        }
+        process_released(
+            &q.tenant,
+            state,
+            history,
+            &mut released,
+            &mut self.book,
+            out,
+        );
         self.book.released = released;
         let settings = self.settings;
         time_out_waiting(&q.tenant, state, settings, &mut self.book, out);
+    }
+
+    /// Lets event time follow the wall clock `now` (time as data) while the task is
+    /// quiet: every input read to its end and nothing new for the grace period (and at
+    /// least [`Settings::quiet_release`]) after the newest record's timestamp. A click
+    /// arrives at most the grace after what it precedes, so what the reorder buffers hold
+    /// is released and their watermarks move to `now` less the grace, as the end of input
+    /// does in replay: a quiet storefront's last conversions are not held until its next
+    /// event, and the progress markers let the ledger fold them. At most once a second;
+    /// true when a watermark moved (markers to send).
+    pub fn advance_quiet(
+        &mut self,
+        programs: &Programs,
+        now: Timestamp,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let Some(newest) = self.newest_record else {
+            return false;
+        };
+        if !self.at_end.iter().all(|end| *end)
+            || self.queued() > 0
+            || self
+                .quiet_advanced
+                .is_some_and(|at| now.millis() < at.millis().saturating_add(QUIET_EVERY.millis()))
+        {
+            return false;
+        }
+        let empty = ProgramHistory::default();
+        let settings = self.settings;
+        let mut released = std::mem::take(&mut self.book.released);
+        let mut moved = false;
+        for (tenant, state) in &mut self.tenants {
+            let history = programs.get(tenant).unwrap_or(&empty);
+            let quiet = history
+                .grace()
+                .millis()
+                .max(settings.quiet_release.millis());
+            let Some(buffer) = state.buffer.as_mut() else {
+                continue;
+            };
+            if now.millis() < newest.millis().saturating_add(quiet)
+                || buffer
+                    .watermark()
+                    .is_some_and(|w| w >= now.minus(history.grace()))
+            {
+                continue;
+            }
+            buffer.advance(now, &mut released);
+            moved = true;
+            process_released(tenant, state, history, &mut released, &mut self.book, out);
+            time_out_waiting(tenant, state, settings, &mut self.book, out);
+        }
+        self.book.released = released;
+        if moved {
+            self.quiet_advanced = Some(now);
+        }
+        moved
     }
 
     fn offer_index(&mut self, programs: &Programs, record: Record, out: &mut Vec<Output>) {
@@ -653,6 +726,28 @@ impl Task {
             }
         }
         bytes
+    }
+}
+
+/// Processes events the reorder buffer released, in order, with their held records.
+fn process_released(
+    tenant: &TenantId,
+    state: &mut TenantState,
+    history: &ProgramHistory,
+    released: &mut Vec<Event>,
+    book: &mut Book,
+    out: &mut Vec<Output>,
+) {
+    for event in released.drain(..) {
+        let held = state.held.get_mut(&event.id).and_then(VecDeque::pop_front);
+        if state.held.get(&event.id).is_some_and(VecDeque::is_empty) {
+            state.held.remove(&event.id);
+        }
+        let Some(held) = held else {
+            unreachable!("every buffered event was recorded as held")
+        };
+        expire(tenant, state, history, event.occurred_at, book);
+        process(tenant, state, history, event, held, book, out);
     }
 }
 

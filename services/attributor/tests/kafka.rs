@@ -149,6 +149,11 @@ impl Setup {
                 // wait for every input.
                 "--max-idle",
                 "120s",
+                // Chunks produced between kills and restarts are one stream: a quiet
+                // spell between them must not release the tail early (the quiet release
+                // is tested on live traffic by payoff-cli's tests/dev.rs).
+                "--quiet-release",
+                "1000h",
                 "--log-format",
                 "json",
                 "--log",

@@ -205,7 +205,34 @@ impl MemoryPipeline {
             .iter()
             .filter(|c| matches!(c.kind, CreditKind::Order { .. }))
             .count();
+        // Per creator: the current period, a campaign with a next tier, the most orders.
+        type Rank = (payoff_core::time::Period, bool, i64);
+        let mut tiers: BTreeMap<String, (Rank, String)> = BTreeMap::new();
+        for t in engine.tier_progress(wall()) {
+            let rank = (t.period, t.next_threshold.is_some(), t.orders);
+            let text = tier_line(
+                t.campaign.as_str(),
+                t.orders,
+                t.current_rate.map(|r| r.normalize().to_string()).as_deref(),
+                t.next_threshold
+                    .map(|r| r.normalize().to_string())
+                    .as_deref(),
+                t.remaining.map(|r| r.normalize().to_string()).as_deref(),
+            );
+            let slot = tiers.entry(t.creator.as_str().to_owned());
+            match slot {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert((rank, text));
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    if o.get().0 < rank {
+                        o.insert((rank, text));
+                    }
+                }
+            }
+        }
         Summary {
+            tiers: tiers.into_iter().map(|(c, (_, t))| (c, t)).collect(),
             by_type: engine
                 .counts
                 .by_type
@@ -233,6 +260,30 @@ pub struct Summary {
     pub per_creator: BTreeMap<String, Decimal>,
     /// Ledger entries.
     pub entries: usize,
+    /// Tier progress per creator in the current period (one line, the campaign with a
+    /// next threshold first).
+    pub tiers: BTreeMap<String, String>,
+}
+
+/// One line of tier progress: orders so far, the rate now, the next threshold.
+fn tier_line(
+    campaign: &str,
+    orders: impl std::fmt::Display,
+    rate: Option<&str>,
+    next: Option<&str>,
+    remaining: Option<&str>,
+) -> String {
+    let mut line = format!("{campaign}: {orders} orders");
+    if let Some(rate) = rate.filter(|r| !r.is_empty()) {
+        line.push_str(&format!(", rate {rate}"));
+    }
+    if let (Some(next), Some(remaining)) = (
+        next.filter(|n| !n.is_empty()),
+        remaining.filter(|r| !r.is_empty()),
+    ) {
+        line.push_str(&format!(", next tier at {next} ({remaining} to go)"));
+    }
+    line
 }
 
 impl Publisher for MemoryPipeline {
@@ -506,7 +557,8 @@ pub fn render(s: &Summary, elapsed: Duration, previous: &Summary, mode: &str) ->
     top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let _ = writeln!(out, "top creators by commission:");
     for (c, amount) in top.into_iter().take(5) {
-        let _ = writeln!(out, "  {c:<20} {:>10}", amount.round_dp(2));
+        let tier = s.tiers.get(c).map(String::as_str).unwrap_or_default();
+        let _ = writeln!(out, "  {c:<20} {:>10}   {tier}", amount.round_dp(2));
     }
     out
 }
@@ -612,6 +664,39 @@ async fn ledger_summary(addr: SocketAddr, program: &v1::Program) -> anyhow::Resu
             .map(|c| decimal(c.pending.as_ref()) + decimal(c.approved.as_ref()))
             .sum();
         summary.per_creator.insert(creator.id.clone(), earned);
+        for c in &program.campaigns {
+            let Ok(progress) = client
+                .get_tier_progress(key(v1::GetTierProgressRequest {
+                    creator_id: creator.id.clone(),
+                    campaign_id: c.id.clone(),
+                    period: String::new(),
+                }))
+                .await
+            else {
+                continue;
+            };
+            let p = progress.into_inner();
+            let plan = p
+                .plans
+                .iter()
+                .find(|plan| !plan.next_threshold.is_empty())
+                .or(p.plans.first());
+            if p.count == 0 && plan.is_none() {
+                continue;
+            }
+            let line = tier_line(
+                &c.id,
+                p.count,
+                plan.map(|p| p.current_rate.as_str()),
+                plan.map(|p| p.next_threshold.as_str()),
+                plan.map(|p| p.remaining.as_str()),
+            );
+            let has_next = plan.is_some_and(|p| !p.next_threshold.is_empty());
+            let keep = !summary.tiers.contains_key(&creator.id) || has_next;
+            if keep {
+                summary.tiers.insert(creator.id.clone(), line);
+            }
+        }
     }
     Ok(summary)
 }

@@ -336,6 +336,27 @@ impl Engine {
         self.ledger_facts = facts;
     }
 
+    /// Tier progress of every creator, campaign and period at `as_of`.
+    pub fn tier_progress(&self, as_of: Timestamp) -> Vec<TierProgress> {
+        let mut sums: BTreeMap<(CampaignId, CreatorId, Period), (i64, Decimal)> = BTreeMap::new();
+        for p in self.progress.iter().filter(|p| p.at <= as_of) {
+            let s = sums
+                .entry((p.campaign.clone(), p.creator.clone(), p.period))
+                .or_default();
+            s.0 += p.orders;
+            s.1 += p.revenue;
+        }
+        let program = self.programs.at(as_of).or(self.programs.versions().last());
+        sums.into_iter()
+            .filter_map(|((campaign, creator, period), (orders, revenue))| {
+                let c = program?.campaigns.get(&campaign)?;
+                Some(projection::tier_progress(
+                    c, &creator, period, orders, revenue,
+                ))
+            })
+            .collect()
+    }
+
     /// The full report at `as_of` (entries, balances, tier progress, KPIs), in a stable
     /// order so that two runs diff clean.
     pub fn report(&self, as_of: Timestamp) -> Report {
@@ -352,24 +373,8 @@ impl Engine {
         entries.sort_by_key(|e| (e.entry.occurred_at, e.entry.id));
         let balances = projection::balances(&self.entries, as_of);
 
-        let mut sums: BTreeMap<(CampaignId, CreatorId, Period), (i64, Decimal)> = BTreeMap::new();
-        for p in self.progress.iter().filter(|p| p.at <= as_of) {
-            let s = sums
-                .entry((p.campaign.clone(), p.creator.clone(), p.period))
-                .or_default();
-            s.0 += p.orders;
-            s.1 += p.revenue;
-        }
+        let tier_progress = self.tier_progress(as_of);
         let program = self.programs.at(as_of).or(self.programs.versions().last());
-        let tier_progress = sums
-            .into_iter()
-            .filter_map(|((campaign, creator, period), (orders, revenue))| {
-                let c = program?.campaigns.get(&campaign)?;
-                Some(projection::tier_progress(
-                    c, &creator, period, orders, revenue,
-                ))
-            })
-            .collect();
 
         let mut kpis = BTreeMap::new();
         let campaigns: Vec<CampaignId> = program

@@ -151,6 +151,10 @@ impl Setup {
             "3650days",
             "--max-idle",
             "120s",
+            // Events produced in steps are one stream: a quiet spell between steps must
+            // not release the tail early.
+            "--quiet-release",
+            "1000h",
         ])?;
         let token = self.attributor.clone();
         tokio::spawn(async move {

@@ -107,6 +107,15 @@ impl ReorderBuffer {
         self.release_until(self.watermark(), out);
     }
 
+    /// Releases everything held and moves the watermark up to the newest event seen (an
+    /// input gone quiet for longer than the grace: the tail of a stream is not held until
+    /// the next event). Events that arrive later at or before that time count as late.
+    pub fn release_all(&mut self, out: &mut Vec<Event>) {
+        if let Some(newest) = self.max_seen {
+            self.advance(newest.plus(self.grace), out);
+        }
+    }
+
     /// Releases everything held (end of input).
     pub fn flush(&mut self, out: &mut Vec<Event>) {
         while let Some(next) = self.next() {
@@ -255,5 +264,29 @@ mod tests {
         expected.extend(std::mem::take(&mut reference.held).into_values());
         assert_eq!(out, expected);
         assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn release_all_empties_the_buffer_and_later_events_at_or_before_the_newest_are_late() {
+        let mut buffer = ReorderBuffer::new(Duration(100));
+        let mut out = Vec::new();
+        buffer.push(event("a", 1_000), &mut out);
+        buffer.push(event("b", 1_050), &mut out);
+        buffer.push(event("c", 1_020), &mut out);
+        assert!(out.is_empty(), "all within the grace of the newest");
+        buffer.release_all(&mut out);
+        let ids: Vec<&str> = out.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["a", "c", "b"]);
+        assert!(buffer.is_empty());
+        assert_eq!(buffer.watermark(), Some(Timestamp(1_050)));
+        out.clear();
+        // Within the grace of "b", but after the release: late, released at once.
+        buffer.push(event("d", 1_040), &mut out);
+        assert_eq!(out.len(), 1);
+        // After the newest: held as usual.
+        out.clear();
+        buffer.push(event("e", 1_060), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(buffer.len(), 1);
     }
 }
