@@ -291,6 +291,7 @@ async fn main() -> anyhow::Result<()> {
         topics.orders.clone(),
         topics.adjustments.clone(),
         topics.lead_status.clone(),
+        topics.engagement.clone(),
     ];
     eprintln!("pass-through: consume → transactional produce of {events} records");
     let (brokers, out, group, batch) = (

@@ -19,6 +19,13 @@ pub const PARTITIONER: &str = "murmur2_random";
 /// a key never collides with another.
 pub const KEY_SEPARATOR: char = '\u{1f}';
 
+/// The header that marks a ledger input on `credits` that is not a credit (a payout or
+/// manual adjustment from Admin, an engagement snapshot passed on by the attributor); its
+/// value is the kind.
+pub const INPUT_HEADER: &str = "payoff-input";
+/// The [`INPUT_HEADER`] kind of an engagement snapshot (a `payoff.v1.Event`).
+pub const ENGAGEMENT_INPUT: &str = "engagement";
+
 /// Builds a record key from its parts.
 pub fn key(parts: &[&str]) -> String {
     let mut key = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());

@@ -242,16 +242,22 @@ fn kafka(op: &'static str) -> impl FnOnce(KafkaError) -> AttributorError {
     move |e| AttributorError::Kafka(format!("{op}: {e}"))
 }
 
+/// The topic of an input.
+fn topic_of(topics: &Topics, source: Source) -> &str {
+    match source {
+        Source::Clicks => &topics.clicks,
+        Source::Signups => &topics.signups,
+        Source::Orders => &topics.orders,
+        Source::Adjustments => &topics.adjustments,
+        Source::LeadStatus => &topics.lead_status,
+        Source::Engagement => &topics.engagement,
+        Source::Index => &topics.order_index,
+    }
+}
+
 impl Worker {
     fn topic(&self, source: Source) -> &str {
-        match source {
-            Source::Clicks => &self.topics.clicks,
-            Source::Signups => &self.topics.signups,
-            Source::Orders => &self.topics.orders,
-            Source::Adjustments => &self.topics.adjustments,
-            Source::LeadStatus => &self.topics.lead_status,
-            Source::Index => &self.topics.order_index,
-        }
+        topic_of(&self.topics, source)
     }
 
     fn begin(&mut self) -> Result<(), AttributorError> {
@@ -362,6 +368,14 @@ impl Worker {
                 Some(key.as_bytes()),
                 Some(payload),
             ),
+            Output::LedgerInput { key, kind, payload } => {
+                record(&self.topics.credits, Some(key.as_bytes()), Some(payload)).headers(
+                    OwnedHeaders::new().insert(Header {
+                        key: topology::INPUT_HEADER,
+                        value: Some(*kind),
+                    }),
+                )
+            }
             Output::Changelog { .. } => {
                 unreachable!("changelog records are sent by commit, with their partition")
             }
@@ -449,14 +463,7 @@ impl Worker {
                 }
             }
             for (source, offset) in task.offsets() {
-                let topic = match source {
-                    Source::Clicks => &self.topics.clicks,
-                    Source::Signups => &self.topics.signups,
-                    Source::Orders => &self.topics.orders,
-                    Source::Adjustments => &self.topics.adjustments,
-                    Source::LeadStatus => &self.topics.lead_status,
-                    Source::Index => &self.topics.order_index,
-                };
+                let topic = topic_of(&self.topics, source);
                 offsets
                     .add_partition_offset(topic, *p, Offset::Offset(offset))
                     .map_err(kafka("offset list"))?;
@@ -816,6 +823,7 @@ pub fn run_blocking(
         (Source::Orders, &topics.orders),
         (Source::Adjustments, &topics.adjustments),
         (Source::LeadStatus, &topics.lead_status),
+        (Source::Engagement, &topics.engagement),
         (Source::Index, &topics.order_index),
     ] {
         names.insert(name.clone(), source);

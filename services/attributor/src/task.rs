@@ -58,26 +58,32 @@ pub enum Source {
     Adjustments,
     /// Lead status, keyed by tenant + lead.
     LeadStatus,
+    /// Engagement snapshots, keyed by tenant + campaign + creator: deduplicated and passed
+    /// on to the ledger in event-time order with the credits (the progress markers cover
+    /// them too).
+    Engagement,
     /// The order index, keyed by tenant + order or lead.
     Index,
 }
 
 impl Source {
     /// The event inputs, merged by event time.
-    pub const EVENTS: [Self; 5] = [
+    pub const EVENTS: [Self; 6] = [
         Self::Clicks,
         Self::Signups,
         Self::Orders,
         Self::Adjustments,
         Self::LeadStatus,
+        Self::Engagement,
     ];
     /// Every input.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Clicks,
         Self::Signups,
         Self::Orders,
         Self::Adjustments,
         Self::LeadStatus,
+        Self::Engagement,
         Self::Index,
     ];
 
@@ -94,6 +100,7 @@ impl Source {
             Self::Orders => "orders",
             Self::Adjustments => "adjustments",
             Self::LeadStatus => "lead_status",
+            Self::Engagement => "engagement",
             Self::Index => "order_index",
         }
     }
@@ -141,6 +148,16 @@ pub enum Output {
         key: Vec<u8>,
         /// The encoded [`ChangelogValue`].
         payload: Option<Vec<u8>>,
+    },
+    /// A ledger input that is not a credit, for the `credits` topic (with the
+    /// `payoff-input` header).
+    LedgerInput {
+        /// Tenant + campaign + creator.
+        key: String,
+        /// The header's value (the kind).
+        kind: &'static str,
+        /// The record's value.
+        payload: Vec<u8>,
     },
     /// A record that cannot be used, for the dead-letter topic.
     DeadLetter {
@@ -212,7 +229,7 @@ impl Default for Settings {
 }
 
 /// The results an event can have, for metrics.
-pub const RESULTS: [&str; 8] = [
+pub const RESULTS: [&str; 9] = [
     "credited",
     "unattributed",
     "duplicate",
@@ -221,6 +238,7 @@ pub const RESULTS: [&str; 8] = [
     "waiting",
     "dead_lettered",
     "indexed",
+    "passed_on",
 ];
 
 /// Event types, for metrics (the order index is counted as its own type).
@@ -276,9 +294,12 @@ const FLAGGED: usize = 4;
 const WAITING: usize = 5;
 const DEAD_LETTERED: usize = 6;
 const INDEXED: usize = 7;
+/// An engagement snapshot passed on to the ledger.
+const PASSED: usize = 8;
 const INDEX_TYPE: usize = 6;
 
-/// The raw bytes of a correction, kept for the dead-letter topic.
+/// The raw bytes of a correction (kept for the dead-letter topic) or of an engagement
+/// snapshot (passed on to the ledger as it came).
 #[derive(Debug, Clone)]
 struct Raw {
     key: Option<Vec<u8>>,
@@ -331,9 +352,9 @@ struct TenantState {
 #[derive(Debug, Default)]
 struct Book {
     /// Offsets of events still held, per input.
-    held: [BTreeSet<i64>; 6],
+    held: [BTreeSet<i64>; 7],
     /// Next offset to read, per input (last consumed + 1).
-    next: [Option<i64>; 6],
+    next: [Option<i64>; 7],
     dirty: FastSet<ChangelogKey>,
     /// Events the reorder buffer released (a buffer reused for every push).
     released: Vec<Event>,
@@ -352,8 +373,8 @@ const QUIET_EVERY: Duration = Duration::seconds(1);
 pub struct Task {
     partition: i32,
     settings: Settings,
-    queues: [VecDeque<Queued>; 5],
-    at_end: [bool; 5],
+    queues: [VecDeque<Queued>; 6],
+    at_end: [bool; 6],
     /// The newest timestamp of an input record (ingest's clock when it wrote it).
     newest_record: Option<Timestamp>,
     /// When event time last followed the wall clock ([`Task::advance_quiet`]).
@@ -369,7 +390,7 @@ impl Task {
             partition,
             settings,
             queues: Default::default(),
-            at_end: [false; 5],
+            at_end: [false; 6],
             newest_record: None,
             quiet_advanced: None,
             tenants: FastMap::default(),
@@ -408,13 +429,14 @@ impl Task {
         let now = Timestamp(record.timestamp.unwrap_or(i64::MAX));
         match codec::event(record.payload.as_deref(), now) {
             Ok((tenant, event)) => {
-                let raw =
-                    matches!(record.source, Source::Adjustments | Source::LeadStatus).then(|| {
-                        Raw {
-                            key: record.key.clone(),
-                            payload: record.payload.clone(),
-                        }
-                    });
+                let raw = matches!(
+                    record.source,
+                    Source::Adjustments | Source::LeadStatus | Source::Engagement
+                )
+                .then(|| Raw {
+                    key: record.key.clone(),
+                    payload: record.payload.clone(),
+                });
                 self.book.held[i].insert(record.offset);
                 self.queues[i].push_back(Queued {
                     tenant,
@@ -902,6 +924,17 @@ fn process(
             Fact::Skipped { .. } => result = result.or(Some(SKIPPED)),
             _ => {}
         }
+    }
+    if let Payload::Engagement(e) = &event.payload
+        && result != Some(DUPLICATE)
+        && let Some(raw) = &held.raw
+    {
+        out.push(Output::LedgerInput {
+            key: topology::key(&[tenant.as_str(), e.campaign.as_str(), e.creator.as_str()]),
+            kind: topology::ENGAGEMENT_INPUT,
+            payload: raw.payload.clone().unwrap_or_default(),
+        });
+        result = result.or(Some(PASSED));
     }
     book.stats.add(kind, result.unwrap_or(SKIPPED));
     facts.clear();

@@ -354,8 +354,11 @@ fn read_all(brokers: &str, topic: &str, at_least: usize, deadline: Instant) -> R
                             .collect()
                     })
                     .unwrap_or_default();
-                // The attributor's progress markers (for the ledger) are not credits.
-                if headers.contains_key(progress::HEADER) {
+                // The attributor's progress markers and the engagement it passes on (for
+                // the ledger) are not credits.
+                if headers.contains_key(progress::HEADER)
+                    || headers.contains_key(payoff_adapters::topology::INPUT_HEADER)
+                {
                     continue;
                 }
                 out.push((headers, m.payload().unwrap_or_default().to_vec()));

@@ -126,8 +126,7 @@ fn refund(id: &str, at: &str, order: &str) -> Input {
     ))
 }
 
-/// The input a task reads an event from and its record key, as ingest routes it; `None`
-/// for engagement, which the attributor does not read.
+/// The input a task reads an event from and its record key, as ingest routes it.
 fn route(input: &Input) -> Option<(Source, String)> {
     let topics = Topics::default();
     let (topic, key) = topics.route(TENANT, &input.event);
@@ -137,6 +136,7 @@ fn route(input: &Input) -> Option<(Source, String)> {
         (&topics.orders, Source::Orders),
         (&topics.adjustments, Source::Adjustments),
         (&topics.lead_status, Source::LeadStatus),
+        (&topics.engagement, Source::Engagement),
     ]
     .into_iter()
     .find(|(t, _)| t.as_str() == topic)?
@@ -282,6 +282,8 @@ struct Cluster {
     /// Credits written (decoded), committed or not.
     credits: Vec<Credit>,
     dead_letters: Vec<Output>,
+    /// Engagement snapshots passed on to the ledger (key, event id), committed or not.
+    passed_on: Vec<(String, String)>,
     committed: Committed,
     /// Counts by (type, result) over all tasks and restarts.
     stats: BTreeMap<(&'static str, &'static str), u64>,
@@ -301,6 +303,7 @@ impl Cluster {
             read: BTreeMap::new(),
             credits: Vec::new(),
             dead_letters: Vec::new(),
+            passed_on: Vec::new(),
             committed: Committed {
                 offsets: BTreeMap::new(),
                 changelog: vec![BTreeMap::new(); PARTITIONS],
@@ -315,7 +318,7 @@ impl Cluster {
         }
     }
 
-    /// Writes an event to its input partition, as ingest does (engagement: nowhere).
+    /// Writes an event to its input partition, as ingest does.
     fn produce(&mut self, input: &Input) {
         let Some((source, key)) = route(input) else {
             return;
@@ -402,6 +405,19 @@ impl Cluster {
                     panic!("task {p} wrote a changelog record outside flush_changelog")
                 }
                 dead @ Output::DeadLetter { .. } => self.dead_letters.push(dead),
+                Output::LedgerInput {
+                    key: record_key,
+                    kind,
+                    payload,
+                } => {
+                    assert_eq!(kind, "engagement");
+                    let event = v1::Event::decode(&*payload).unwrap();
+                    let Some(v1::event::Payload::Engagement(e)) = &event.payload else {
+                        panic!("not an engagement event: {event:?}");
+                    };
+                    assert_eq!(record_key, key(&[TENANT, &e.campaign_id, &e.creator_id]));
+                    self.passed_on.push((record_key, event.event_id));
+                }
             }
         }
         n
@@ -558,6 +574,15 @@ fn assert_same_credits(got: &[Credit], want: &[Credit]) {
 /// nothing held, no dead letters.
 fn assert_matches_oracle(cluster: &Cluster, f: &Fixture) {
     assert_same_credits(&cluster.credits, &f.oracle.credits);
+    // Every engagement snapshot reaches the ledger (a repeated event id once).
+    let want: BTreeSet<String> = f
+        .inputs()
+        .filter(|i| matches!(i.event.payload, payoff_core::event::Payload::Engagement(_)))
+        .map(|i| i.event.id.as_str().to_owned())
+        .collect();
+    let got: BTreeSet<String> = cluster.passed_on.iter().map(|(_, id)| id.clone()).collect();
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
     cluster.assert_index(&f.oracle.conversions);
     cluster.assert_drained();
     assert!(
@@ -585,9 +610,11 @@ fn the_oracle_credits_every_kind_and_engagement_changes_nothing() {
             "no {kind}: {kinds:?}"
         );
     }
-    // The tasks never see engagement: the engine's credits must not depend on it.
-    let without = oracle(&f.history, f.inputs().filter(|i| route(i).is_some()));
-    assert!(f.events.iter().any(|i| route(i).is_none()));
+    // Engagement is passed on to the ledger: the engine's credits must not depend on it.
+    let engagement =
+        |i: &&Input| matches!(i.event.payload, payoff_core::event::Payload::Engagement(_));
+    let without = oracle(&f.history, f.inputs().filter(|i| !engagement(i)));
+    assert!(f.events.iter().any(|i| engagement(&i)));
     assert_eq!(without.credits, f.oracle.credits);
     // Every partition has clicks, orders and corrections to merge.
     let mut cluster = Cluster::new(&f.programs, Settings::default());

@@ -36,9 +36,10 @@ use tonic::{Request, Response, Status};
 
 use crate::pipeline::Shared;
 
-/// The header that marks a payout or manual adjustment on `credits`; its value is the
-/// kind: [`PAYOUT`] or [`MANUAL`].
-pub const INPUT_HEADER: &str = "payoff-input";
+/// The header that marks a payout, manual adjustment or engagement snapshot on
+/// `credits`; its value is the kind: [`PAYOUT`], [`MANUAL`] or
+/// [`topology::ENGAGEMENT_INPUT`].
+pub const INPUT_HEADER: &str = topology::INPUT_HEADER;
 /// A `RecordPayoutRequest`.
 pub const PAYOUT: &str = "payout";
 /// A `RecordManualAdjustmentRequest` (with `occurred_at` set).
@@ -81,9 +82,29 @@ pub fn record_of(
                 v1::RecordManualAdjustmentRequest::decode(payload).map_err(|e| e.to_string())?;
             manual_input(&r).map_err(|e| e.to_string())?
         }
+        topology::ENGAGEMENT_INPUT => engagement_input(payload)?,
         other => return Err(format!("unknown ledger input kind {other:?}")),
     };
     Ok((tenant, input))
+}
+
+/// An engagement snapshot the attributor passed on (already validated against ingest's
+/// clock, so no clock check here).
+fn engagement_input(payload: &[u8]) -> Result<LedgerInput, String> {
+    let proto = v1::Event::decode(payload).map_err(|e| e.to_string())?;
+    let event = payoff_core::event::Event::validate(
+        &payoff_core::event::RawEvent::from(&proto),
+        payoff_core::time::Timestamp(i64::MAX / 2),
+    )
+    .map_err(|e| e.to_string())?;
+    let payoff_core::event::Payload::Engagement(engagement) = event.payload else {
+        return Err("an engagement input that is not an engagement event".into());
+    };
+    Ok(LedgerInput::Engagement {
+        event: event.id,
+        at: event.occurred_at,
+        engagement,
+    })
 }
 
 fn payout_input(r: &v1::RecordPayoutRequest) -> Result<LedgerInput, ServiceError> {

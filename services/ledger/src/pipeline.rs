@@ -48,7 +48,7 @@ use crate::{
     fold::{Fold, Folded, Input, Programs},
     metrics as m,
     store::Store,
-    tally::{Gauges, Tally},
+    tally::{Gauges, ProgressKey, Tally},
 };
 
 /// How often the KPI and leaderboard gauges are recomputed.
@@ -127,6 +127,9 @@ struct Part {
     restored: bool,
     /// All-time totals of what the fold produced, for the KPI gauges.
     tally: Tally,
+    /// Tier progress after each pending input that changed it (its seq, the key, the
+    /// net orders and revenue then), announced on `Watch` once stored.
+    tiers: Vec<(u64, ProgressKey, (i64, rust_decimal::Decimal))>,
 }
 
 fn kafka(op: &'static str) -> impl FnOnce(KafkaError) -> LedgerError {
@@ -289,7 +292,7 @@ pub async fn run(
                 if let std::collections::btree_map::Entry::Vacant(slot) = parts.entry(p) {
                     let stored = shared.store.progress(&config.group_id, &topics.credits, p).await?;
                     tracing::info!(partition = p, stored, "partition assigned; re-folding from its beginning");
-                    slot.insert(Part { fold: Fold::new(), stored, pending: Vec::new(), since: Instant::now(), restored: false, tally: Tally::default() });
+                    slot.insert(Part { fold: Fold::new(), stored, pending: Vec::new(), since: Instant::now(), restored: false, tally: Tally::default(), tiers: Vec::new() });
                 }
                 offer(&feed, shared, &msg, &mut parts, &mut out).await?;
                 if parts.get(&p).is_some_and(|part| part.pending.len() >= MAX_BATCH) {
@@ -403,6 +406,19 @@ async fn offer(
                     "partition caught up with the store"
                 );
             }
+            for fact in &f.facts {
+                if let LedgerFact::Progress {
+                    campaign,
+                    creator,
+                    period,
+                    ..
+                } = fact
+                {
+                    let key = (f.tenant.clone(), campaign.clone(), creator.clone(), *period);
+                    let sums = part.tally.progress(&key);
+                    part.tiers.push((f.seq, key, sums));
+                }
+            }
             part.pending.push(f);
         }
     }
@@ -471,8 +487,12 @@ async fn flush(
             .await?;
         metrics::histogram!(m::WRITE_DURATION).record(started.elapsed().as_secs_f64());
         let now = wall_millis();
+        let mut tiers = std::mem::take(&mut part.tiers).into_iter().peekable();
         for f in part.pending.drain(..) {
             observe(shared, &f, now);
+            while let Some((_, key, sums)) = tiers.next_if(|(seq, ..)| *seq == f.seq) {
+                announce_tier(shared, key, sums);
+            }
         }
         part.stored = folded;
     }
@@ -517,6 +537,33 @@ fn observe(shared: &Shared, f: &Folded, now: i64) {
             },
         }));
     }
+}
+
+/// Sends a creator's new tier progress to `Watch` subscribers.
+fn announce_tier(
+    shared: &Shared,
+    (tenant, campaign, creator, period): ProgressKey,
+    (orders, revenue): (i64, rust_decimal::Decimal),
+) {
+    let config = {
+        let programs = read(&shared.programs);
+        programs.get(&tenant).and_then(|history| {
+            history
+                .at(payoff_core::time::Timestamp(wall_millis()))
+                .or(history.versions().last())
+                .and_then(|p| p.campaigns.get(&campaign).cloned())
+        })
+    };
+    let Some(config) = config else { return };
+    let progress = crate::query::tier_to_proto(&config, &creator, period, orders, revenue);
+    let _ = shared.updates.send(Arc::new(Update {
+        tenant,
+        campaign,
+        creator,
+        event: v1::WatchEvent {
+            update: Some(v1::watch_event::Update::TierProgress(progress)),
+        },
+    }));
 }
 
 /// An amount in hundredths of its unit, for a counter.

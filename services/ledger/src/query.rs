@@ -31,6 +31,33 @@ use tonic::{Request, Response, Status};
 
 use crate::{metrics as m, pipeline::Shared};
 
+/// A creator's tier progress in one campaign and period, from its net counters.
+pub(crate) fn tier_to_proto(
+    campaign: &payoff_core::program::Campaign,
+    creator: &CreatorId,
+    period: Period,
+    orders: i64,
+    revenue: rust_decimal::Decimal,
+) -> v1::TierProgress {
+    let p = projection::tier_progress(campaign, creator, period, orders, revenue);
+    let text = |d: Option<rust_decimal::Decimal>| d.map(|d| d.to_string()).unwrap_or_default();
+    v1::TierProgress {
+        creator_id: creator.as_str().to_owned(),
+        campaign_id: campaign.id.as_str().to_owned(),
+        period: period.label(),
+        count: u64::try_from(p.orders).unwrap_or_default(),
+        revenue: Some(money_to_proto(Money::new(p.revenue, campaign.currency))),
+        plans: vec![v1::PlanProgress {
+            plan_id: String::new(),
+            current_rate: text(p.current_rate),
+            next_threshold: text(p.next_threshold),
+            remaining: text(p.remaining),
+            next_rate: String::new(),
+            next_bonus: None,
+        }],
+    }
+}
+
 /// Default and largest page of `ListEntries`.
 const PAGE: usize = 100;
 const MAX_PAGE: usize = 1_000;
@@ -355,24 +382,13 @@ impl Ledger for LedgerService {
                 .await?;
             let creator_id = CreatorId::parse("creator_id", &creator)
                 .map_err(|v| ServiceError::Invalid(vec![v]))?;
-            let p = projection::tier_progress(&campaign, &creator_id, period, orders, revenue);
-            let text =
-                |d: Option<rust_decimal::Decimal>| d.map(|d| d.to_string()).unwrap_or_default();
-            Ok(v1::TierProgress {
-                creator_id: creator,
-                campaign_id,
-                period: period.label(),
-                count: u64::try_from(p.orders).unwrap_or_default(),
-                revenue: Some(money_to_proto(Money::new(p.revenue, campaign.currency))),
-                plans: vec![v1::PlanProgress {
-                    plan_id: String::new(),
-                    current_rate: text(p.current_rate),
-                    next_threshold: text(p.next_threshold),
-                    remaining: text(p.remaining),
-                    next_rate: String::new(),
-                    next_bonus: None,
-                }],
-            })
+            Ok(tier_to_proto(
+                &campaign,
+                &creator_id,
+                period,
+                orders,
+                revenue,
+            ))
         })
         .await
     }

@@ -14,6 +14,7 @@ use payoff_core::{
     ids::{CampaignId, CreatorId, TenantId},
     kpi::KpiTotals,
     ledger::{EntryKind, LedgerFact},
+    time::Period,
 };
 use rust_decimal::{Decimal, prelude::ToPrimitive as _};
 
@@ -24,7 +25,12 @@ use crate::metrics as m;
 pub(crate) struct Tally {
     kpis: HashMap<(TenantId, CampaignId), KpiTotals>,
     commission: HashMap<(TenantId, String, CreatorId), Decimal>,
+    /// Net orders and revenue per creator, campaign and period (tier progress).
+    progress: HashMap<ProgressKey, (i64, Decimal)>,
 }
+
+/// Tenant, campaign, creator, period.
+pub(crate) type ProgressKey = (TenantId, CampaignId, CreatorId, Period);
 
 impl Tally {
     /// Adds the facts of one folded input.
@@ -36,6 +42,21 @@ impl Tally {
                         .kpis
                         .entry((tenant.clone(), delta.campaign.clone()))
                         .or_default() += &delta.totals;
+                }
+                LedgerFact::Progress {
+                    campaign,
+                    creator,
+                    period,
+                    orders,
+                    revenue,
+                    ..
+                } => {
+                    let sum = self
+                        .progress
+                        .entry((tenant.clone(), campaign.clone(), creator.clone(), *period))
+                        .or_default();
+                    sum.0 += orders;
+                    sum.1 += revenue;
                 }
                 LedgerFact::Entry(e) if e.kind != EntryKind::Payout => {
                     *self
@@ -50,6 +71,13 @@ impl Tally {
                 _ => {}
             }
         }
+    }
+}
+
+impl Tally {
+    /// The net orders and revenue of a tier key so far.
+    pub(crate) fn progress(&self, key: &ProgressKey) -> (i64, Decimal) {
+        self.progress.get(key).copied().unwrap_or_default()
     }
 }
 

@@ -526,12 +526,16 @@ fn as_of(scenario: &Scenario) -> Timestamp {
 
 /// Reads `n` updates from a watch stream (fails at the deadline), as entry ids with their
 /// (campaign, creator).
+/// Entries (campaign, creator, id) and tier progress updates, until `n` entries.
+type Watched = (Vec<(String, String, String)>, Vec<v1::TierProgress>);
+
 async fn watched(
     stream: &mut tonic::Streaming<v1::WatchEvent>,
     n: usize,
     deadline: Instant,
-) -> Result<Vec<(String, String, String)>> {
+) -> Result<Watched> {
     let mut out = Vec::new();
+    let mut tiers = Vec::new();
     while out.len() < n {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(next) = tokio::time::timeout(left, stream.message()).await else {
@@ -541,11 +545,59 @@ async fn watched(
             Some(v1::watch_event::Update::Entry(e)) => {
                 out.push((e.campaign_id, e.creator_id, e.entry_id))
             }
-            Some(v1::watch_event::Update::TierProgress(_)) => {}
+            Some(v1::watch_event::Update::TierProgress(t)) => tiers.push(t),
             None => bail!("watch stream ended after {} updates", out.len()),
         }
     }
-    Ok(out)
+    Ok((out, tiers))
+}
+
+/// Reads tier updates until the latest of every (campaign, creator, period) of `want`
+/// has its net order count (replay's tier progress).
+async fn until_tiers(
+    stream: &mut tonic::Streaming<v1::WatchEvent>,
+    mut seen: Vec<v1::TierProgress>,
+    want: &[payoff_core::projection::TierProgress],
+    deadline: Instant,
+) -> Result<()> {
+    let want: BTreeMap<(String, String, String), u64> = want
+        .iter()
+        .map(|t| {
+            (
+                (
+                    t.campaign.as_str().to_owned(),
+                    t.creator.as_str().to_owned(),
+                    t.period.label(),
+                ),
+                u64::try_from(t.orders).unwrap_or_default(),
+            )
+        })
+        .collect();
+    loop {
+        let mut latest: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+        for t in &seen {
+            latest.insert(
+                (
+                    t.campaign_id.clone(),
+                    t.creator_id.clone(),
+                    t.period.clone(),
+                ),
+                t.count,
+            );
+        }
+        if want.iter().all(|(k, n)| latest.get(k) == Some(n)) {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(next) = tokio::time::timeout(left, stream.message()).await else {
+            bail!("watched tier progress {latest:?} never reached replay's {want:?}");
+        };
+        match next?.and_then(|e| e.update) {
+            Some(v1::watch_event::Update::TierProgress(t)) => seen.push(t),
+            Some(v1::watch_event::Update::Entry(_)) => {}
+            None => bail!("watch stream ended"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,7 +628,10 @@ async fn every_query_equals_the_replay_of_the_same_events() -> Result<()> {
     assert_queries_equal(&ledger, &report).await?;
 
     // The watch: each entry once, each book's entries in the order they were booked.
-    let got = watched(&mut all, engine.entries.len(), deadline).await?;
+    let (got, tiers) = watched(&mut all, engine.entries.len(), deadline).await?;
+    // Tier progress changes are watched too: the latest of each equals replay's.
+    assert!(!report.tier_progress.is_empty());
+    until_tiers(&mut all, tiers, &report.tier_progress, deadline).await?;
     let book = |c: &str, r: &str, list: &[(String, String, String)]| -> Vec<String> {
         list.iter()
             .filter(|(cc, rr, _)| cc == c && rr == r)
@@ -607,7 +662,7 @@ async fn every_query_equals_the_replay_of_the_same_events() -> Result<()> {
     }
     let anna = want.iter().filter(|(_, r, _)| r == CREATOR).count();
     assert!(anna > 0, "anna earned something");
-    let got_mine = watched(&mut mine, anna, deadline).await?;
+    let (got_mine, _) = watched(&mut mine, anna, deadline).await?;
     assert!(
         got_mine.iter().all(|(_, r, _)| r == CREATOR),
         "a creator key watches only its creator"
@@ -1002,8 +1057,9 @@ async fn rows(
 
 /// The worked numbers of SPEC §9 through ingest's topics, the attributor and the ledger:
 /// 100 clicks and 10 orders is a 10% conversion rate; 10% of an $80 order is $8.00;
-/// $500 cost and $2,000 revenue is ROAS 4 and ROI 300%; $500 for 25 orders is a $20 CPA.
-/// (RPM needs engagement views, which the ledger does not consume yet.)
+/// $500 cost and $2,000 revenue is ROAS 4 and ROI 300%; $500 for 25 orders is a $20 CPA;
+/// $2,000 revenue on 100,000 views (an engagement snapshot, passed on by the attributor)
+/// is a $20 RPM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worked_numbers_of_section_9_come_out_exactly() -> Result<()> {
     use serde_json::json;
@@ -1047,6 +1103,14 @@ async fn the_worked_numbers_of_section_9_come_out_exactly() -> Result<()> {
         );
         events.push(json!({"eventId": format!("order-{visitor}"), "occurredAt": at(7_000 + v * 60 + 30),
             "order": {"visitorId": visitor, "orderId": format!("o-{visitor}"), "amount": {"amount": "80.00", "currency": "USD"}}}));
+    }
+    // Yan's post: 100,000 views (cumulative snapshots: the later one counts).
+    for (n, views) in [(1, 40_000), (2, 100_000)] {
+        events.push(
+            json!({"eventId": format!("views-{n}"), "occurredAt": at(9_000 + n),
+            "engagement": {"creatorId": "yan", "campaignId": "quarter", "postId": "yan-post",
+                           "platform": "instagram", "views": views.to_string()}}),
+        );
     }
     // Sentinels move every partition's watermark past the rest.
     for s in 0..60 {
@@ -1126,5 +1190,7 @@ async fn the_worked_numbers_of_section_9_come_out_exactly() -> Result<()> {
     assert_eq!(quarter.roi.as_deref(), Some("3"), "ROI 300%");
     assert_eq!(quarter.cpa.as_deref(), Some("20"), "CPA");
     assert_eq!(quarter.aov.as_deref(), Some("80"), "AOV");
+    assert_eq!(quarter.views, 100_000);
+    assert_eq!(quarter.rpm.as_deref(), Some("20"), "RPM");
     Ok(())
 }
