@@ -581,6 +581,27 @@ pub fn restore(
         changelog,
         &partitions_read,
     )?;
+    // The end is the log end offset, not the first end of partition a read_committed
+    // consumer reports: that one is the last stable offset, which stays behind a
+    // committed transaction until the coordinator has written its markers (commit returns
+    // before that) or behind a crashed owner's open one until it times out. Stopping
+    // there would restore the state without the previous owner's last transaction while
+    // the committed input offsets are past it.
+    let mut ends = BTreeMap::new();
+    for p in &partitions_read {
+        let (_, high) = consumer
+            .fetch_watermarks(changelog, *p, Duration::from_secs(30))
+            .map_err(kafka("changelog end"))?;
+        ends.insert(*p, high);
+    }
+    let reached = |consumer: &BaseConsumer<Quiet>, p: i32| -> bool {
+        let end = ends.get(&p).copied().unwrap_or_default();
+        end == 0
+            || consumer.position().is_ok_and(|tpl| {
+                tpl.find_partition(changelog, p)
+                    .is_some_and(|e| matches!(e.offset(), Offset::Offset(at) if at >= end))
+            })
+    };
     let mut records = 0u64;
     let mut ended = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -606,10 +627,19 @@ pub fn restore(
                 }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
-                ended.insert(p);
+                if reached(&consumer, p) {
+                    ended.insert(p);
+                }
             }
             Some(Err(e)) => return Err(AttributorError::Kafka(format!("restore: {e}"))),
-            None => {}
+            None => {
+                // Markers written without a new record to deliver move the position too.
+                for p in &partitions_read {
+                    if !ended.contains(p) && reached(&consumer, *p) {
+                        ended.insert(*p);
+                    }
+                }
+            }
         }
     }
     let took = started.elapsed();
