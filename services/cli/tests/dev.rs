@@ -28,9 +28,9 @@ fn root() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dev_in_memory_answers_what_replay_computes() -> Result<()> {
-    let args = DevArgs {
+/// `payoff dev` in memory, on 127.0.0.1:0, with the example program.
+fn memory_args() -> Result<DevArgs> {
+    Ok(DevArgs {
         program: root().join("deploy/examples/program.json"),
         kafka_brokers: String::new(),
         scylla_nodes: String::new(),
@@ -44,7 +44,23 @@ async fn dev_in_memory_answers_what_replay_computes() -> Result<()> {
         plain: true,
         simulate: 0,
         seed: None,
-    };
+    })
+}
+
+/// `payoff dev` on the stack's Kafka and Cassandra, with topics and a keyspace of its own.
+fn stack_args(name: &str) -> Result<DevArgs> {
+    Ok(DevArgs {
+        kafka_brokers: payoff_tests::fixture::kafka_brokers(),
+        scylla_nodes: payoff_tests::fixture::cql_nodes().join(","),
+        topic_prefix: format!("{}.", payoff_tests::fixture::unique_name(name)),
+        keyspace: payoff_tests::fixture::unique_name(name).replace(['-', '.'], "_"),
+        ..memory_args()?
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_in_memory_answers_what_replay_computes() -> Result<()> {
+    let args = memory_args()?;
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     let running = dev::start_memory(&args, shutdown.clone()).await?;
@@ -206,22 +222,7 @@ async fn check_against_replay(
 /// services/ledger/tests/stack.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_on_the_real_stack_books_the_example_through_kafka_and_cassandra() -> Result<()> {
-    let prefix = format!("{}.", payoff_tests::fixture::unique_name("dev"));
-    let args = DevArgs {
-        program: root().join("deploy/examples/program.json"),
-        kafka_brokers: payoff_tests::fixture::kafka_brokers(),
-        scylla_nodes: payoff_tests::fixture::cql_nodes().join(","),
-        topic_prefix: prefix,
-        keyspace: payoff_tests::fixture::unique_name("dev").replace(['-', '.'], "_"),
-        partitions: 4,
-        ingest_listen: "127.0.0.1:0".parse()?,
-        ledger_listen: "127.0.0.1:0".parse()?,
-        metrics_listen: "127.0.0.1:0".parse()?,
-        refresh: Duration::from_secs(1),
-        plain: true,
-        simulate: 0,
-        seed: None,
-    };
+    let args = stack_args("dev")?;
     if std::env::var_os("DEV_TEST_LOGS").is_some() {
         payoff_runtime::telemetry::init_logging(payoff_runtime::telemetry::LogFormat::Text, "info");
     }
@@ -269,21 +270,7 @@ async fn dev_on_the_real_stack_books_the_example_through_kafka_and_cassandra() -
 /// replays to the balances the running pipeline reports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_traffic_replays_to_the_balances_dev_reports() -> Result<()> {
-    let args = DevArgs {
-        program: root().join("deploy/examples/program.json"),
-        kafka_brokers: String::new(),
-        scylla_nodes: String::new(),
-        topic_prefix: "payoff.".into(),
-        keyspace: "payoff".into(),
-        partitions: 4,
-        ingest_listen: "127.0.0.1:0".parse()?,
-        ledger_listen: "127.0.0.1:0".parse()?,
-        metrics_listen: "127.0.0.1:0".parse()?,
-        refresh: Duration::from_secs(1),
-        plain: true,
-        simulate: 0,
-        seed: None,
-    };
+    let args = memory_args()?;
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     let running = dev::start_memory(&args, shutdown.clone()).await?;
@@ -373,21 +360,7 @@ async fn simulated_traffic_replays_to_the_balances_dev_reports() -> Result<()> {
 /// request at a time so that the file's order is ingest's order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_traffic_on_the_real_stack_replays_to_the_ledger_balances() -> Result<()> {
-    let args = DevArgs {
-        program: root().join("deploy/examples/program.json"),
-        kafka_brokers: payoff_tests::fixture::kafka_brokers(),
-        scylla_nodes: payoff_tests::fixture::cql_nodes().join(","),
-        topic_prefix: format!("{}.", payoff_tests::fixture::unique_name("devsim")),
-        keyspace: payoff_tests::fixture::unique_name("devsim").replace(['-', '.'], "_"),
-        partitions: 4,
-        ingest_listen: "127.0.0.1:0".parse()?,
-        ledger_listen: "127.0.0.1:0".parse()?,
-        metrics_listen: "127.0.0.1:0".parse()?,
-        refresh: Duration::from_secs(1),
-        plain: true,
-        simulate: 0,
-        seed: None,
-    };
+    let args = stack_args("devsim")?;
     if std::env::var_os("DEV_TEST_LOGS").is_some() {
         payoff_runtime::telemetry::init_logging(payoff_runtime::telemetry::LogFormat::Text, "info");
     }
