@@ -104,6 +104,9 @@ pub enum Entry {
     State(StateKey),
     /// A conversion of the index slice.
     Index(ConversionKey),
+    /// The newest event time the tenant's reorder buffer has seen (its watermark plus the
+    /// grace): a restored task judges lateness as the task before it did.
+    Watermark,
 }
 
 /// A changelog key: tenant and entry.
@@ -122,6 +125,8 @@ pub enum ChangelogValue {
     State(StateEntry),
     /// An index record.
     Index(ConversionRecord),
+    /// The newest event time seen.
+    Watermark(Timestamp),
 }
 
 /// Encodes a changelog key.

@@ -346,6 +346,8 @@ struct TenantState {
     next_expiry: Option<Timestamp>,
     /// The progress last reported ([`Task::progress`]).
     reported: Option<Timestamp>,
+    /// The buffer's newest event time as last written to (or restored from) the changelog.
+    persisted_newest: Option<Timestamp>,
 }
 
 /// What the task's parts share while one tenant's state is borrowed.
@@ -528,10 +530,17 @@ impl Task {
     fn push(&mut self, programs: &Programs, q: Queued, out: &mut Vec<Output>) {
         let history = programs.get(&q.tenant);
         let state = self.tenants.entry(q.tenant.clone()).or_default();
+        let restored = state.persisted_newest;
         let buffer = state.buffer.get_or_insert_with(|| {
-            ReorderBuffer::new(
+            let mut buffer = ReorderBuffer::new(
                 history.map_or_else(|| ProgramHistory::default().grace(), |h| h.grace()),
-            )
+            );
+            // A restored task starts where its predecessor's watermark was: a click that
+            // was late for it is late here too (nothing is held yet, so nothing moves).
+            if let Some(newest) = restored {
+                buffer.advance(newest, &mut Vec::new());
+            }
+            buffer
         });
         state
             .held
@@ -657,6 +666,20 @@ impl Task {
 
     /// Appends a changelog record for every entry changed since the last call.
     pub fn flush_changelog(&mut self, out: &mut Vec<Output>) {
+        for (tenant, state) in &mut self.tenants {
+            let newest = state.buffer.as_ref().and_then(ReorderBuffer::newest);
+            if newest.is_some() && newest != state.persisted_newest {
+                state.persisted_newest = newest;
+                let key = ChangelogKey {
+                    tenant: tenant.clone(),
+                    entry: Entry::Watermark,
+                };
+                out.push(Output::Changelog {
+                    key: codec::changelog_key(&key),
+                    payload: newest.map(|t| codec::changelog_value(&ChangelogValue::Watermark(t))),
+                });
+            }
+        }
         for key in self.book.dirty.drain() {
             let value = self
                 .tenants
@@ -664,6 +687,7 @@ impl Task {
                 .and_then(|s| match &key.entry {
                     Entry::State(k) => s.attribution.entry(*k).map(ChangelogValue::State),
                     Entry::Index(k) => s.index.get(k).cloned().map(ChangelogValue::Index),
+                    Entry::Watermark => None,
                 });
             out.push(Output::Changelog {
                 key: codec::changelog_key(&key),
@@ -687,6 +711,10 @@ impl Task {
             (Entry::Index(k), None) => {
                 state.index.remove(&k);
             }
+            (Entry::Watermark, Some(ChangelogValue::Watermark(t))) => {
+                state.persisted_newest = Some(t);
+            }
+            (Entry::Watermark, None) => {}
             (entry, Some(_)) => {
                 return Err(DecodeError::Undecodable {
                     what: "changelog record",

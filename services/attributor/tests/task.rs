@@ -1200,3 +1200,90 @@ fn a_restart_reads_a_waiting_correction_again_and_what_followed_it_is_a_duplicat
     assert_eq!(credit_kinds(&out), vec!["reversal"]);
     assert_eq!(offset(&task, Source::Adjustments), Some(2));
 }
+
+/// A task restored from its predecessor's changelog judges lateness as the predecessor
+/// did: an order that arrives behind the watermark the predecessor had reached is decided
+/// at once, so a click that arrives after it (later than the grace) does not take it.
+/// Without the watermark in the changelog the restored task would start from nothing,
+/// hold the order, and let the late click sort before it.
+#[test]
+fn a_restored_task_keeps_its_predecessors_watermark() {
+    let f = Fixture::load();
+    let settings = Settings::default();
+    let offer =
+        |task: &mut Task, source: Source, offset: i64, input: &Input, out: &mut Vec<Output>| {
+            let (_, key) = route(input).unwrap();
+            task.offer(&f.programs, record(source, offset, &key, input), out);
+            task.pump(&f.programs, true, out);
+        };
+    let mut out = Vec::new();
+    // The predecessor: a click of anna's at 10:00, then another visitor at 10:10 moves
+    // the watermark to 10:09:50 (grace 10 s).
+    let mut first = Task::new(0, settings);
+    offer(
+        &mut first,
+        Source::Clicks,
+        0,
+        &click("c1", "2026-11-02T10:00:00Z", "v", "anna-spring"),
+        &mut out,
+    );
+    offer(
+        &mut first,
+        Source::Clicks,
+        1,
+        &click("c9", "2026-11-02T10:10:00Z", "w", "chloe-skin"),
+        &mut out,
+    );
+    let mut changelog = Vec::new();
+    first.flush_changelog(&mut changelog);
+    // The successor restores, then reads the order (10:05) and a click of ben's (10:04:30)
+    // that arrives after it: both behind the watermark, taken as they come.
+    let mut second = Task::new(0, settings);
+    for output in &changelog {
+        let Output::Changelog { key, payload } = output else {
+            panic!("not a changelog record: {output:?}");
+        };
+        second.restore(Some(key), payload.as_deref()).unwrap();
+    }
+    out.clear();
+    offer(
+        &mut second,
+        Source::Orders,
+        0,
+        &order("o1", "2026-11-02T10:05:00Z", "v", "order-v"),
+        &mut out,
+    );
+    offer(
+        &mut second,
+        Source::Clicks,
+        2,
+        &click("c2", "2026-11-02T10:04:30Z", "v", "ben-spring"),
+        &mut out,
+    );
+    offer(
+        &mut second,
+        Source::Clicks,
+        3,
+        &click("c10", "2026-11-02T11:00:00Z", "x", "chloe-skin"),
+        &mut out,
+    );
+    let credited: Vec<String> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Credit {
+                payload,
+                kind: "order",
+                ..
+            } => {
+                let proto = v1::Credit::decode(payload.as_slice()).unwrap();
+                Some(proto.creator_id)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        credited,
+        ["anna"],
+        "the order's last click before it arrived late"
+    );
+}

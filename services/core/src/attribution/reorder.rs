@@ -63,6 +63,11 @@ impl ReorderBuffer {
         self.max_seen.map(|t| t.minus(self.grace))
     }
 
+    /// The newest event time seen (the watermark plus the grace).
+    pub fn newest(&self) -> Option<Timestamp> {
+        self.max_seen
+    }
+
     /// Number of events held.
     pub fn len(&self) -> usize {
         self.in_order.len() + self.late.len()
