@@ -775,13 +775,21 @@ fn mark_ends(
         return;
     };
     for e in positions.elements().iter().filter(|e| e.partition() == p) {
-        let (Some(source), Offset::Offset(at)) = (names.get(e.topic()).copied(), e.offset()) else {
+        let Some(source) = names.get(e.topic()).copied() else {
             continue;
         };
-        if let Ok((_, high)) = consumer.fetch_watermarks(e.topic(), p, Duration::from_secs(5))
-            && at >= high
-            && let Some(task) = w.tasks.get_mut(&p)
-        {
+        let Ok((low, high)) = consumer.fetch_watermarks(e.topic(), p, Duration::from_secs(5))
+        else {
+            continue;
+        };
+        // A partition this consumer has fetched nothing from since its assignment has no
+        // position yet: an empty one (nothing between its low and high watermarks) is at
+        // its end all the same, or the merge would wait for it until `max_idle`.
+        let at_end = match e.offset() {
+            Offset::Offset(at) => at >= high,
+            _ => low >= high,
+        };
+        if at_end && let Some(task) = w.tasks.get_mut(&p) {
             task.set_at_end(source, true);
         }
     }
