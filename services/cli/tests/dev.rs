@@ -28,6 +28,34 @@ fn root() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The ledger's balance of `want`'s creator as of `as_of`, and its available amount in
+/// `want`'s currency (`None` when it has no line in that currency).
+async fn available_balance(
+    ledger: &mut LedgerClient<tonic::transport::Channel>,
+    want: &payoff_core::projection::Balance,
+    as_of: payoff_core::time::Timestamp,
+) -> Result<(v1::Balance, Option<Decimal>)> {
+    let got = ledger
+        .get_balance(with_key(
+            DEV_READ_KEY,
+            v1::GetBalanceRequest {
+                creator_id: want.creator.as_str().into(),
+                campaign_id: String::new(),
+                as_of: Some(to_timestamp(as_of)),
+            },
+        ))
+        .await?
+        .into_inner();
+    let available = got
+        .currencies
+        .iter()
+        .find(|c| c.currency == want.currency.code())
+        .and_then(|c| c.available.as_ref())
+        .map(|m| m.amount.parse::<Decimal>())
+        .transpose()?;
+    Ok((got, available))
+}
+
 /// `payoff dev` in memory, on 127.0.0.1:0, with the example program.
 fn memory_args() -> Result<DevArgs> {
     Ok(DevArgs {
@@ -314,34 +342,14 @@ async fn simulated_traffic_replays_to_the_balances_dev_reports() -> Result<()> {
         .advance(last.plus(payoff_core::time::Duration::hours(1)));
     let mut ledger = LedgerClient::connect(format!("http://{}", running.ledger)).await?;
     for want in &report.balances {
-        let got = ledger
-            .get_balance(with_key(
-                DEV_READ_KEY,
-                v1::GetBalanceRequest {
-                    creator_id: want.creator.as_str().into(),
-                    campaign_id: String::new(),
-                    as_of: Some(to_timestamp(as_of)),
-                },
-            ))
-            .await?
-            .into_inner();
-        let line = got
-            .currencies
-            .iter()
-            .find(|c| c.currency == want.currency.code())
-            .with_context(|| {
-                format!(
-                    "{} has no {} balance",
-                    want.creator.as_str(),
-                    want.currency.code()
-                )
-            })?;
-        let available: Decimal = line
-            .available
-            .as_ref()
-            .context("available")?
-            .amount
-            .parse()?;
+        let (got, available) = available_balance(&mut ledger, want, as_of).await?;
+        let available = available.with_context(|| {
+            format!(
+                "{} has no {} balance: {got:?}",
+                want.creator.as_str(),
+                want.currency.code()
+            )
+        })?;
         assert_eq!(
             available.normalize(),
             want.available.amount.normalize(),
@@ -416,25 +424,8 @@ async fn simulated_traffic_on_the_real_stack_replays_to_the_ledger_balances() ->
     loop {
         let mut differences = Vec::new();
         for want in &report.balances {
-            let got = ledger
-                .get_balance(with_key(
-                    DEV_READ_KEY,
-                    v1::GetBalanceRequest {
-                        creator_id: want.creator.as_str().into(),
-                        campaign_id: String::new(),
-                        as_of: Some(to_timestamp(as_of)),
-                    },
-                ))
-                .await?
-                .into_inner();
-            let available = got
-                .currencies
-                .iter()
-                .find(|c| c.currency == want.currency.code())
-                .and_then(|c| c.available.as_ref())
-                .map(|m| m.amount.parse::<Decimal>())
-                .transpose()?
-                .unwrap_or_default();
+            let (got, available) = available_balance(&mut ledger, want, as_of).await?;
+            let available = available.unwrap_or_default();
             if available.normalize() != want.available.amount.normalize() {
                 differences.push(format!(
                     "{}: ledger available {available}, replay {} (ledger: {:?})",
