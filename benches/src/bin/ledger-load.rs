@@ -27,12 +27,14 @@
 //!    ledger folds them into Cassandra. Once every creator's balance equals the offline
 //!    engine's (`payoff replay`), `--concurrency` clients, each on its own connection,
 //!    call `Ledger.GetBalance` (as of now), then `Ledger.ListEntries` (pages of 100,
-//!    walking each creator's pages), with a `read` key. Each query kind gets two runs of
+//!    walking each creator's pages), with a `read` key. Each query kind gets runs of
 //!    `--duration`: every client as fast as it can (waiting for each answer: the
 //!    throughput, latency at saturation), then all of them paced together at half that
-//!    throughput (latency at a stated load, counted from the instant each request was
-//!    due). Latency is the client's, from request to decoded answer. The output gives
-//!    the entries per creator: both queries read a creator's whole history.
+//!    throughput, then at each `--rates` value (latency at a stated load, counted from
+//!    the instant each request was due). Latency is the client's, from request to
+//!    decoded answer. The output gives the entries per creator: both queries need a
+//!    creator's whole history (from the ledger's query cache while the creator's
+//!    projection marks, read from Cassandra on every query, are unchanged).
 //! 2. **Freshness**, once per `--grace` value: the example program with that grace period
 //!    is published; ingest, the attributor and the ledger run in this process. Visitors
 //!    click a creator's link and order `--click-lead` later (the program flags orders
@@ -150,10 +152,14 @@ struct Args {
     /// Queries: concurrent clients, each on its own connection.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
-    /// Queries: how long each load run lasts (two runs per query kind: as fast as the
-    /// clients can, then paced at half the rate they reached).
+    /// Queries: how long each load run lasts (per query kind: as fast as the clients
+    /// can, then paced at half the rate they reached, then at each of --rates).
     #[arg(long, value_parser = humantime_duration, default_value = "10s")]
     duration: Duration,
+    /// Queries: stated loads (requests/s, all clients together) to measure each query
+    /// kind at, after the saturation and half-saturation runs; empty for none.
+    #[arg(long, value_delimiter = ',', default_value = "100,400")]
+    rates: Vec<f64>,
     /// Freshness: the program's grace period, one run per value (the example program's
     /// own is 10s).
     #[arg(long, value_parser = humantime_duration, value_delimiter = ',', default_value = "10s,200ms")]
@@ -498,9 +504,10 @@ struct QueryFigures {
     entries: usize,
     per_creator: BTreeMap<String, usize>,
     fold_secs: f64,
-    /// Per query kind: as fast as the clients can, then paced at half that rate.
-    balance: (Run, Run),
-    page: (Run, Run),
+    /// Per query kind: as fast as the clients can, then paced at half that rate, then at
+    /// each stated rate; with how each run was driven.
+    balance: Vec<(String, Run)>,
+    page: Vec<(String, Run)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -771,7 +778,28 @@ async fn query_phase(args: &Args) -> anyhow::Result<QueryFigures> {
             Some(rate),
         )
         .await?;
-        figures.push((max, half));
+        let mut runs = vec![
+            ("as fast as they can".to_owned(), max),
+            ("paced at half that".to_owned(), half),
+        ];
+        for &rate in &args.rates {
+            eprintln!(
+                "queries: {query:?}, {} clients at {rate:.0} requests/s in all, {} s",
+                args.concurrency,
+                args.duration.as_secs_f64()
+            );
+            let run = drive(
+                &addr,
+                query,
+                &creators,
+                args.concurrency,
+                args.duration,
+                Some(rate),
+            )
+            .await?;
+            runs.push((format!("paced at {rate:.0}/s"), run));
+        }
+        figures.push(runs);
     }
     let page = figures.pop().context("page figures")?;
     let balance = figures.pop().context("balance figures")?;
@@ -1224,12 +1252,12 @@ async fn main() -> anyhow::Result<()> {
             per.join(", "),
             q.fold_secs
         );
-        for (name, target, (max, half)) in [
+        for (name, target, runs) in [
             ("GetBalance (as of now)", 5.0, &q.balance),
             ("ListEntries (page of 100)", 20.0, &q.page),
         ] {
             println!("    {name}, target p99 ≤ {target} ms:");
-            for (how, run) in [("as fast as they can", max), ("paced at half that", half)] {
+            for (how, run) in runs {
                 let h = &run.latency;
                 let p99 = ms(h, 0.99);
                 println!(
@@ -1247,7 +1275,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         println!(
-            "    (both queries read every entry of the creator from Cassandra and page or sum in memory, so they grow with a creator's history)"
+            "    (each query reads the creator's projection marks from Cassandra; while they are unchanged the ledger's cache holds every entry, else it reads them all; the sum or page is computed in memory)"
         );
     }
     for f in &freshness {

@@ -95,6 +95,18 @@ pub const MIGRATIONS: &[Migration] = &[
         )",
         ],
     },
+    Migration {
+        version: 3,
+        name: "projection marks: the fold batch that last wrote a creator's or campaign's entries, per credits partition",
+        statements: &[
+            // Read before a creator's (or campaign's) entries: while the marks are unchanged
+            // the ledger's query cache holds every entry; they are written after the entries.
+            "CREATE TABLE IF NOT EXISTS {ks}.projection_marks (
+            tenant text, scope text, id text, source int, mark bigint,
+            PRIMARY KEY ((tenant, scope, id), source)
+        )",
+        ],
+    },
 ];
 
 /// What [`migrate`] did with one migration.

@@ -69,6 +69,11 @@ pub struct Config {
     /// size).
     #[arg(long, env = "PAYOFF_LEDGER_BATCH_INTERVAL", value_parser = humantime_duration, default_value = "20ms")]
     pub batch_interval: Duration,
+    /// Ledger entries kept in memory for queries (entries of recently asked creators and
+    /// campaigns; each read checks a small marks row to see whether they changed); 0 turns
+    /// the cache off.
+    #[arg(long, env = "PAYOFF_LEDGER_QUERY_CACHE_ENTRIES", default_value_t = 1_000_000)]
+    pub query_cache_entries: u64,
     /// Consumer group session timeout.
     #[arg(long, env = "PAYOFF_LEDGER_SESSION_TIMEOUT", value_parser = humantime_duration, default_value = "30s")]
     pub session_timeout: Duration,

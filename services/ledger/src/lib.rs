@@ -134,7 +134,9 @@ impl Bound {
         .await
         .map_err(LedgerError::Store)?;
         let store = store::Store::Cql(Box::new(
-            store::CqlStore::new(Arc::new(session), &config.keyspace).await?,
+            store::CqlStore::new(Arc::new(session), &config.keyspace)
+                .await?
+                .with_cache(config.query_cache_entries),
         ));
         let (updates, _) = tokio::sync::broadcast::channel(4_096);
         let shared = pipeline::Shared {

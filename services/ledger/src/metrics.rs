@@ -35,6 +35,8 @@ pub const WRITE_DURATION: &str = "payoff_ledger_write_duration_seconds";
 pub const FRESHNESS: &str = "payoff_ledger_freshness_seconds";
 /// Query latency, by method.
 pub const QUERY_DURATION: &str = "payoff_ledger_query_duration_seconds";
+/// Entry reads of creators and campaigns by the query cache's answer (`hit`, `miss`).
+pub const QUERY_CACHE: &str = "payoff_ledger_query_cache_total";
 /// Queries that failed, by method and code.
 pub const QUERY_ERRORS: &str = "payoff_ledger_query_errors_total";
 /// Open watch streams.
@@ -109,6 +111,13 @@ pub fn describe() {
         QUERY_ERRORS,
         "Ledger queries that failed, by method and code."
     );
+    describe_counter!(
+        QUERY_CACHE,
+        "Entry reads of a creator or campaign by query cache result (hit: marks unchanged)."
+    );
+    for result in ["hit", "miss"] {
+        metrics::counter!(QUERY_CACHE, "result" => result).increment(0);
+    }
     describe_gauge!(WATCHERS, "Open Ledger.Watch streams.");
     // Exists (at 0) before the first stream opens; `increment` leaves a count alone.
     metrics::gauge!(WATCHERS).increment(0.0);

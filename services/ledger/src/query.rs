@@ -5,11 +5,11 @@
 //! creator; anything outside the caller's scope answers `NOT_FOUND`, like something that
 //! does not exist.
 
-use std::{pin::Pin, time::Instant};
+use std::{collections::BTreeMap, pin::Pin, time::Instant};
 
 use payoff_core::{
     Violation,
-    ids::CreatorId,
+    ids::{CreatorId, DerivedId},
     kpi::{KpiTotals, Kpis},
     ledger::LedgerEntry,
     money::Money,
@@ -221,14 +221,20 @@ fn with_statuses(
     let statuses = projection::statuses(entries, as_of);
     entries
         .iter()
-        .map(|e| {
-            let mut p = entry_to_proto(tenant, e, statuses.get(&e.id).copied());
-            if p.status == 0 {
-                p.status = entry_status_to_proto(projection::EntryStatus::Posted).into();
-            }
-            p
-        })
+        .map(|e| with_status(e, tenant, &statuses))
         .collect()
+}
+
+fn with_status(
+    e: &LedgerEntry,
+    tenant: &payoff_core::ids::TenantId,
+    statuses: &BTreeMap<DerivedId, projection::EntryStatus>,
+) -> v1::LedgerEntry {
+    let mut p = entry_to_proto(tenant, e, statuses.get(&e.id).copied());
+    if p.status == 0 {
+        p.status = entry_status_to_proto(projection::EntryStatus::Posted).into();
+    }
+    p
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchEvent, Status>> + Send>>;
@@ -282,14 +288,9 @@ impl Ledger for LedgerService {
             let req = request.get_ref();
             let creator = creator_scope(&principal, &req.creator_id)?;
             let tenant = principal.tenant.as_str();
-            let entries = match (&creator, req.campaign_id.as_str()) {
-                (Some(c), campaign) => {
-                    let mut all = self.shared.store.creator_entries(tenant, c).await?;
-                    if !campaign.is_empty() {
-                        all.retain(|e| e.campaign.as_str() == campaign);
-                    }
-                    all
-                }
+            let campaign = req.campaign_id.as_str();
+            let all = match (&creator, campaign) {
+                (Some(c), _) => self.shared.store.creator_entries(tenant, c).await?,
                 (None, "") => {
                     return Err(ServiceError::Invalid(vec![Violation::new(
                         "creator_id",
@@ -297,13 +298,20 @@ impl Ledger for LedgerService {
                         "creator_id or campaign_id is required",
                     )]));
                 }
-                (None, campaign) => self.shared.store.campaign_entries(tenant, campaign).await?,
+                (None, _) => self.shared.store.campaign_entries(tenant, campaign).await?,
             };
             let (start, end) = range(req.range.as_ref());
             let as_of = now();
-            let entries: Vec<LedgerEntry> = entries
-                .into_iter()
-                .filter(|e| e.occurred_at >= start && e.occurred_at < end)
+            // Statuses need the whole history (a reversal, a payout); only the page is
+            // converted.
+            let statuses = projection::statuses(&all, as_of);
+            let entries: Vec<&LedgerEntry> = all
+                .iter()
+                .filter(|e| {
+                    (creator.is_none() || campaign.is_empty() || e.campaign.as_str() == campaign)
+                        && e.occurred_at >= start
+                        && e.occurred_at < end
+                })
                 .collect();
             let from = if req.page_token.is_empty() {
                 0
@@ -320,12 +328,16 @@ impl Ledger for LedgerService {
                 0 => PAGE,
                 n => n.min(MAX_PAGE),
             };
-            let all = with_statuses(&entries, &principal.tenant, as_of);
-            let page: Vec<v1::LedgerEntry> = all.iter().skip(from).take(size).cloned().collect();
+            let page: Vec<v1::LedgerEntry> = entries
+                .iter()
+                .skip(from)
+                .take(size)
+                .map(|e| with_status(e, &principal.tenant, &statuses))
+                .collect();
             let next = from + page.len();
             Ok(v1::ListEntriesResponse {
                 entries: page,
-                next_page_token: if next < all.len() {
+                next_page_token: if next < entries.len() {
                     next.to_string()
                 } else {
                     String::new()

@@ -6,7 +6,7 @@
 //! Nothing is updated in place or deleted; status is derived at query time. Partitions
 //! are bounded by month (entries, KPI deltas) or by (campaign, creator, period).
 
-use std::sync::Arc;
+use std::{collections::BTreeSet, sync::Arc};
 
 use futures::TryStreamExt as _;
 use payoff_adapters::AdapterError;
@@ -25,7 +25,7 @@ use prost::Message as _;
 use rust_decimal::Decimal;
 use scylla::{client::session::Session, statement::prepared::PreparedStatement};
 
-use crate::{error::LedgerError, fold::Folded};
+use crate::{error::LedgerError, fold::Folded, metrics};
 
 /// The month bucket ("YYYY-MM", UTC) of an instant.
 pub fn month(at: Timestamp) -> String {
@@ -103,10 +103,10 @@ impl Store {
         &self,
         tenant: &str,
         creator: &str,
-    ) -> Result<Vec<LedgerEntry>, LedgerError> {
+    ) -> Result<Arc<Vec<LedgerEntry>>, LedgerError> {
         match self {
-            Self::Cql(s) => s.creator_entries(tenant, creator).await,
-            Self::Memory(m) => Ok(m.creator_entries(tenant, creator)),
+            Self::Cql(s) => s.entries(Scope::Creator, tenant, creator).await,
+            Self::Memory(m) => Ok(Arc::new(m.creator_entries(tenant, creator))),
         }
     }
 
@@ -115,10 +115,10 @@ impl Store {
         &self,
         tenant: &str,
         campaign: &str,
-    ) -> Result<Vec<LedgerEntry>, LedgerError> {
+    ) -> Result<Arc<Vec<LedgerEntry>>, LedgerError> {
         match self {
-            Self::Cql(s) => s.campaign_entries(tenant, campaign).await,
-            Self::Memory(m) => Ok(m.campaign_entries(tenant, campaign)),
+            Self::Cql(s) => s.entries(Scope::Campaign, tenant, campaign).await,
+            Self::Memory(m) => Ok(Arc::new(m.campaign_entries(tenant, campaign))),
         }
     }
 
@@ -161,10 +161,67 @@ impl Store {
     }
 }
 
-/// The prepared statements of one keyspace.
+/// Whose entries: a creator's (all campaigns) or a campaign's (all creators).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Scope {
+    Creator,
+    Campaign,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Creator => "creator",
+            Self::Campaign => "campaign",
+        }
+    }
+}
+
+/// For each partition of `credits`, the fold progress of the last batch that wrote an
+/// entry of a creator or campaign, in partition order.
+type Marks = Vec<(i32, i64)>;
+
+/// The entries of one creator or campaign as read under `marks`.
+#[derive(Debug)]
+struct Cached {
+    marks: Marks,
+    entries: Arc<Vec<LedgerEntry>>,
+}
+
+#[derive(Debug, Clone)]
+struct EntryWeight;
+
+impl quick_cache::Weighter<(Scope, String, String), Arc<Cached>> for EntryWeight {
+    fn weight(&self, _key: &(Scope, String, String), value: &Arc<Cached>) -> u64 {
+        value.entries.len().max(1) as u64
+    }
+}
+
+type EntryCache = quick_cache::sync::Cache<(Scope, String, String), Arc<Cached>, EntryWeight>;
+
+/// The query cache: every entry of recently asked creators and campaigns, valid while
+/// their projection marks are unchanged. A query reads the marks (one small partition),
+/// then the entries only when the marks moved: the fold writes marks after the entries
+/// they cover, so entries read after marks hold at least what the marks say.
+#[derive(Clone)]
+struct QueryCache(Option<Arc<EntryCache>>);
+
+impl std::fmt::Debug for QueryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(c) => write!(f, "QueryCache({} entries)", c.weight()),
+            None => f.write_str("QueryCache(off)"),
+        }
+    }
+}
+
+/// The prepared statements of one keyspace, and the query cache.
 #[derive(Debug, Clone)]
 pub struct CqlStore {
     session: Arc<Session>,
+    cache: QueryCache,
+    put_mark: PreparedStatement,
+    get_marks: PreparedStatement,
     insert_by_creator: PreparedStatement,
     insert_by_campaign: PreparedStatement,
     insert_creator_month: PreparedStatement,
@@ -205,11 +262,15 @@ fn rows(op: &'static str) -> impl Fn(String) -> LedgerError {
 }
 
 impl CqlStore {
-    /// Prepares every statement against `keyspace` (migrated beforehand).
+    /// Prepares every statement against `keyspace` (migrated beforehand), without a
+    /// query cache.
     pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<Self, LedgerError> {
         payoff_adapters::cql::validate_identifier(keyspace).map_err(LedgerError::Store)?;
         let prepare = |text: &'static str| prepare(&session, keyspace, text);
         Ok(Self {
+            cache: QueryCache(None),
+            put_mark: prepare("INSERT INTO {ks}.projection_marks (tenant, scope, id, source, mark) VALUES (?, ?, ?, ?, ?)").await?,
+            get_marks: prepare("SELECT source, mark FROM {ks}.projection_marks WHERE tenant = ? AND scope = ? AND id = ?").await?,
             insert_by_creator: prepare("INSERT INTO {ks}.entries_by_creator (tenant, creator, month, occurred_at, entry_id, campaign, body) VALUES (?, ?, ?, ?, ?, ?, ?)").await?,
             insert_by_campaign: prepare("INSERT INTO {ks}.entries_by_campaign (tenant, campaign, month, occurred_at, entry_id, creator, body) VALUES (?, ?, ?, ?, ?, ?, ?)").await?,
             insert_creator_month: prepare("INSERT INTO {ks}.creator_months (tenant, creator, month) VALUES (?, ?, ?)").await?,
@@ -232,8 +293,20 @@ impl CqlStore {
         })
     }
 
+    /// Keeps up to `entries` ledger entries of recently asked creators and campaigns in
+    /// memory (0: none), each valid while its projection marks are unchanged.
+    #[must_use]
+    pub fn with_cache(mut self, entries: u64) -> Self {
+        self.cache = QueryCache((entries > 0).then(|| {
+            let items = usize::try_from(entries / 100).unwrap_or(usize::MAX).max(16);
+            Arc::new(EntryCache::with_weighter(items, entries, EntryWeight))
+        }));
+        self
+    }
+
     /// Writes every row a batch of folded credits produced (concurrently; each write is
-    /// idempotent), then records `folded` as the partition's fold progress.
+    /// idempotent), then the projection marks of the creators and campaigns whose entries
+    /// it wrote, then records `folded` as the partition's fold progress.
     pub async fn write(
         &self,
         group: &str,
@@ -246,29 +319,63 @@ impl CqlStore {
         for f in batch {
             self.rows_of(f, &mut writes)?;
         }
-        // At most 64 writes in flight.
+        self.execute_all(&writes, "write ledger row").await?;
+        let folded = i64::try_from(folded).unwrap_or(i64::MAX);
+        let touched: BTreeSet<(&str, Scope, &str)> = batch
+            .iter()
+            .flat_map(|f| {
+                f.facts.iter().filter_map(move |fact| match fact {
+                    LedgerFact::Entry(e) => Some([
+                        (f.tenant.as_str(), Scope::Creator, e.creator.as_str()),
+                        (f.tenant.as_str(), Scope::Campaign, e.campaign.as_str()),
+                    ]),
+                    _ => None,
+                })
+            })
+            .flatten()
+            .collect();
+        let marks: Vec<_> = touched
+            .into_iter()
+            .map(|(tenant, scope, id)| {
+                (
+                    &self.put_mark,
+                    Row::Mark(
+                        tenant.to_owned(),
+                        scope.as_str().to_owned(),
+                        id.to_owned(),
+                        partition,
+                        folded,
+                    ),
+                )
+            })
+            .collect();
+        self.execute_all(&marks, "write projection mark").await?;
+        self.session
+            .execute_unpaged(
+                &self.put_progress,
+                (group, topic, partition, folded),
+            )
+            .await
+            .map_err(cql("write fold progress"))?;
+        Ok(())
+    }
+
+    /// Runs idempotent writes, at most 64 in flight; returns once all are done.
+    async fn execute_all(
+        &self,
+        writes: &[(&PreparedStatement, Row)],
+        op: &'static str,
+    ) -> Result<(), LedgerError> {
+        use futures::StreamExt as _;
         for chunk in writes.chunks(64) {
             let mut pending = futures::stream::FuturesUnordered::new();
             for (statement, values) in chunk {
                 pending.push(self.session.execute_unpaged(statement, values));
             }
-            use futures::StreamExt as _;
             while let Some(result) = pending.next().await {
-                result.map_err(cql("write ledger row"))?;
+                result.map_err(cql(op))?;
             }
         }
-        self.session
-            .execute_unpaged(
-                &self.put_progress,
-                (
-                    group,
-                    topic,
-                    partition,
-                    i64::try_from(folded).unwrap_or(i64::MAX),
-                ),
-            )
-            .await
-            .map_err(cql("write fold progress"))?;
         Ok(())
     }
 
@@ -452,53 +559,79 @@ impl CqlStore {
             .map_err(|e| rows(op)(e.to_string()))
     }
 
-    /// Every entry of a creator (all campaigns), in (time, id) order.
-    pub async fn creator_entries(
-        &self,
-        tenant: &str,
-        creator: &str,
-    ) -> Result<Vec<LedgerEntry>, LedgerError> {
-        let mut months = self
-            .strings(&self.creator_months, (tenant, creator), "creator months")
-            .await?;
-        months.sort();
-        let mut out = Vec::new();
-        for m in months {
-            for body in self
-                .bodies(
-                    &self.by_creator,
-                    (tenant, creator, m.as_str()),
-                    "entries by creator",
-                )
-                .await?
-            {
-                out.push(decode_entry(&body)?);
-            }
-        }
-        out.sort_by_key(|e| (e.occurred_at, e.id));
-        Ok(out)
+    /// The projection marks of a creator or campaign.
+    async fn marks(&self, scope: Scope, tenant: &str, id: &str) -> Result<Marks, LedgerError> {
+        let op = "projection marks";
+        let result = self
+            .session
+            .execute_unpaged(&self.get_marks, (tenant, scope.as_str(), id))
+            .await
+            .map_err(cql(op))?
+            .into_rows_result()
+            .map_err(|e| rows(op)(e.to_string()))?;
+        let mut marks: Marks = result
+            .rows::<(i32, i64)>()
+            .map_err(|e| rows(op)(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| rows(op)(e.to_string()))?;
+        marks.sort_unstable();
+        Ok(marks)
     }
 
-    /// Every entry of a campaign (all creators), in (time, id) order.
-    pub async fn campaign_entries(
+    /// Every entry of a creator (all campaigns) or campaign (all creators), in (time, id)
+    /// order: from the cache while the marks are unchanged, else from the store.
+    async fn entries(
         &self,
+        scope: Scope,
         tenant: &str,
-        campaign: &str,
+        id: &str,
+    ) -> Result<Arc<Vec<LedgerEntry>>, LedgerError> {
+        let Some(cache) = &self.cache.0 else {
+            return Ok(Arc::new(self.read_entries(scope, tenant, id).await?));
+        };
+        let marks = self.marks(scope, tenant, id).await?;
+        let key = (scope, tenant.to_owned(), id.to_owned());
+        if let Some(hit) = cache.get(&key)
+            && hit.marks == marks
+        {
+            ::metrics::counter!(metrics::QUERY_CACHE, "result" => "hit").increment(1);
+            return Ok(hit.entries.clone());
+        }
+        ::metrics::counter!(metrics::QUERY_CACHE, "result" => "miss").increment(1);
+        let entries = Arc::new(self.read_entries(scope, tenant, id).await?);
+        // Without marks (entries older than them, or none) nothing says when they change.
+        if !marks.is_empty() {
+            cache.insert(
+                key,
+                Arc::new(Cached {
+                    marks,
+                    entries: entries.clone(),
+                }),
+            );
+        }
+        Ok(entries)
+    }
+
+    /// Every entry of a creator or campaign, read from the store month by month.
+    async fn read_entries(
+        &self,
+        scope: Scope,
+        tenant: &str,
+        id: &str,
     ) -> Result<Vec<LedgerEntry>, LedgerError> {
-        let mut months = self
-            .strings(&self.campaign_months, (tenant, campaign), "campaign months")
-            .await?;
+        let (months, by_month, op) = match scope {
+            Scope::Creator => (&self.creator_months, &self.by_creator, "entries by creator"),
+            Scope::Campaign => (
+                &self.campaign_months,
+                &self.by_campaign,
+                "entries by campaign",
+            ),
+        };
+        let mut months = self.strings(months, (tenant, id), "entry months").await?;
         months.sort();
         let mut out = Vec::new();
         for m in months {
-            for body in self
-                .bodies(
-                    &self.by_campaign,
-                    (tenant, campaign, m.as_str()),
-                    "entries by campaign",
-                )
-                .await?
-            {
+            for body in self.bodies(by_month, (tenant, id, m.as_str()), op).await? {
                 out.push(decode_entry(&body)?);
             }
         }
@@ -618,6 +751,7 @@ enum Row {
     OrderCredit(String, String, String, Vec<u8>),
     Tier(String, String, String, String, i64, String, i64, String),
     Kpi(String, String, String, i64, String, String),
+    Mark(String, String, String, i32, i64),
 }
 
 impl scylla::serialize::row::SerializeRow for Row {
@@ -634,6 +768,7 @@ impl scylla::serialize::row::SerializeRow for Row {
             }
             Self::Tier(a, b, c, d, e, f, g, h) => (a, b, c, d, e, f, g, h).serialize(ctx, writer),
             Self::Kpi(a, b, c, d, e, f) => (a, b, c, d, e, f).serialize(ctx, writer),
+            Self::Mark(a, b, c, d, e) => (a, b, c, d, e).serialize(ctx, writer),
         }
     }
 
