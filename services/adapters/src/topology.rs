@@ -57,6 +57,9 @@ pub struct Topics {
     pub credits: String,
     /// Program versions (compacted), keyed by tenant + version.
     pub programs: String,
+    /// API keys issued through Admin (compacted; a tombstone revokes), keyed by tenant +
+    /// key id; every service with keys follows it.
+    pub api_keys: String,
     /// Records that could not be decoded or used, with reason headers.
     pub dead_letter: String,
     /// Attributed conversions, keyed like their corrections (tenant + order or lead), so
@@ -79,6 +82,7 @@ impl Topics {
             engagement: name("engagement"),
             credits: name("credits"),
             programs: name("programs"),
+            api_keys: name("api-keys"),
             dead_letter: name("dead-letter"),
             order_index: name("order-index"),
             attributor_changelog: name("attributor-changelog"),
@@ -86,7 +90,7 @@ impl Topics {
     }
 
     /// Every topic with its settings, for `payoff migrate`: event and credit topics share
-    /// `partitions`; `programs` is compacted; `credits` is never deleted (the ledger
+    /// `partitions`; `programs` and `api-keys` are compacted; `credits` is never deleted (the ledger
     /// rebuilds from it).
     pub fn specs(&self, partitions: i32, replication: i32) -> Vec<TopicSpec> {
         let min_isr = replication.clamp(1, 2).to_string();
@@ -107,6 +111,9 @@ impl Topics {
             event(&self.order_index),
             event(&self.attributor_changelog).compacted(),
             TopicSpec::new(&self.programs, 1, replication)
+                .compacted()
+                .config("min.insync.replicas", min_isr.clone()),
+            TopicSpec::new(&self.api_keys, 1, replication)
                 .compacted()
                 .config("min.insync.replicas", min_isr),
         ]

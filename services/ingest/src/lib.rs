@@ -127,6 +127,16 @@ impl Bound {
             let publisher = Arc::new(MemoryPublisher::default());
             return self.serve_with(publisher).await;
         }
+        // Keys issued through Admin, read to the end before the first request.
+        self.keys
+            .follow(
+                &self.config.kafka_brokers,
+                &Topics::with_prefix(&self.config.topic_prefix).api_keys,
+                Duration::from_secs(10),
+                self.shutdown.clone(),
+            )
+            .await
+            .map_err(|e| IngestError::Startup(e.to_string()))?;
         let publisher =
             KafkaPublisher::new(&self.config.kafka_brokers, self.config.produce_timeout)
                 .map_err(|e| IngestError::Startup(e.to_string()))?;

@@ -3,7 +3,9 @@
 //! acts on that key's tenant.
 //!
 //! Nothing here writes the store: a program version is published to the compacted
-//! `programs` topic (keyed tenant + version), and a payout or adjustment to `credits`,
+//! `programs` topic (keyed tenant + version), an API key (its hash; the secret is only
+//! in the answer) to the compacted `api-keys` topic that every service follows (keyed
+//! tenant + key id; a tombstone revokes it), and a payout or adjustment to `credits`,
 //! keyed like the book it belongs to (tenant + campaign + creator), so the ledger folds
 //! it in order with that book's credits and a rebuild from Kafka finds it.
 
@@ -25,7 +27,7 @@ use payoff_proto::{
 };
 use payoff_runtime::{
     ServiceError,
-    auth::{KeyStore, Principal, Role},
+    auth::{IssuedKey, KeyStore, Principal, Role, hash_secret, new_secret},
 };
 use prost::Message as _;
 use rdkafka::{
@@ -428,21 +430,123 @@ impl Admin for AdminService {
         &self,
         request: Request<v1::PutApiKeyRequest>,
     ) -> Result<Response<v1::PutApiKeyResponse>, Status> {
-        self.admin(&request)?;
-        Err(ServiceError::Unimplemented(
-            "API keys live in the key file every service reloads (deploy/RUNBOOK.md, rotate API keys)".into(),
-        )
-        .into())
+        let principal = self.admin(&request)?;
+        let req = request.into_inner();
+        let tenant = principal.tenant.as_str();
+        let issued = issued_key(tenant, &req)?;
+        let _serial = self.puts.lock().await;
+        if self.keys.is_issued(tenant, &issued.id) {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "key {:?} exists; revoke it first, or issue the new key under a new id",
+                issued.id
+            ))
+            .into());
+        }
+        let secret = new_secret().map_err(ServiceError::Internal)?;
+        let issued = IssuedKey {
+            sha256: hash_secret(&secret),
+            ..issued
+        };
+        let record_key = IssuedKey::record_key(tenant, &issued.id);
+        let value = serde_json::to_vec(&issued)
+            .map_err(|e| ServiceError::Internal(format!("api key record: {e}")))?;
+        self.publish(&self.topics.api_keys, &record_key, &value, None)
+            .await?;
+        // Usable here at once; everywhere else once each service reads the record.
+        self.keys
+            .apply_issued(&record_key, Some(&value))
+            .map_err(ServiceError::Internal)?;
+        tracing::info!(tenant, key_id = %issued.id, role = ?issued.role, by = %principal.key_id, "api key issued");
+        Ok(Response::new(v1::PutApiKeyResponse {
+            key_id: issued.id,
+            secret,
+        }))
     }
 
     async fn revoke_api_key(
         &self,
         request: Request<v1::RevokeApiKeyRequest>,
     ) -> Result<Response<v1::RevokeApiKeyResponse>, Status> {
-        self.admin(&request)?;
-        Err(ServiceError::Unimplemented(
-            "API keys live in the key file every service reloads (deploy/RUNBOOK.md, rotate API keys)".into(),
-        )
-        .into())
+        let principal = self.admin(&request)?;
+        let req = request.into_inner();
+        let tenant = principal.tenant.as_str();
+        required("key_id", &req.key_id)?;
+        let _serial = self.puts.lock().await;
+        if !self.keys.is_issued(tenant, &req.key_id) {
+            return Err(ServiceError::NotFound.into());
+        }
+        let record_key = IssuedKey::record_key(tenant, &req.key_id);
+        let record = FutureRecord::<str, [u8]>::to(&self.topics.api_keys).key(&record_key);
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| {
+                ServiceError::Unavailable(format!("publish to {}: {e}", self.topics.api_keys))
+            })?;
+        self.keys
+            .apply_issued(&record_key, None)
+            .map_err(ServiceError::Internal)?;
+        tracing::info!(tenant, key_id = %req.key_id, by = %principal.key_id, "api key revoked");
+        Ok(Response::new(v1::RevokeApiKeyResponse {}))
+    }
+}
+
+/// The key a `PutApiKeyRequest` asks for, checked (its hash still to be set).
+fn issued_key(tenant: &str, req: &v1::PutApiKeyRequest) -> Result<IssuedKey, ServiceError> {
+    let mut violations = Vec::new();
+    if let Err(v) = RecordId::parse("key_id", &req.key_id) {
+        violations.push(v);
+    }
+    let role = match v1::ApiKeyRole::try_from(req.role) {
+        Ok(v1::ApiKeyRole::Ingest) => Some(Role::Ingest),
+        Ok(v1::ApiKeyRole::Read) => Some(Role::Read),
+        Ok(v1::ApiKeyRole::Creator) => Some(Role::Creator),
+        Ok(v1::ApiKeyRole::Admin) => Some(Role::Admin),
+        Ok(v1::ApiKeyRole::Unspecified) | Err(_) => {
+            violations.push(Violation::new(
+                "role",
+                "required",
+                "role must be ingest, read, creator or admin",
+            ));
+            None
+        }
+    };
+    let creator = match (role, req.creator_id.as_str()) {
+        (Some(Role::Creator), "") => {
+            violations.push(Violation::new(
+                "creator_id",
+                "required",
+                "a creator key names its creator",
+            ));
+            None
+        }
+        (Some(Role::Creator), c) => match CreatorId::parse("creator_id", c) {
+            Ok(c) => Some(c.as_str().to_owned()),
+            Err(v) => {
+                violations.push(v);
+                None
+            }
+        },
+        (_, "") => None,
+        (_, _) => {
+            violations.push(Violation::new(
+                "creator_id",
+                "not_allowed",
+                "only creator keys name a creator",
+            ));
+            None
+        }
+    };
+    match role {
+        Some(role) if violations.is_empty() => Ok(IssuedKey {
+            id: req.key_id.clone(),
+            tenant: tenant.to_owned(),
+            role,
+            creator,
+            sha256: String::new(),
+            description: req.description.clone(),
+            issued_at: now().millis(),
+        }),
+        _ => Err(ServiceError::Invalid(violations)),
     }
 }

@@ -72,7 +72,11 @@ pub struct Config {
     /// Ledger entries kept in memory for queries (entries of recently asked creators and
     /// campaigns; each read checks a small marks row to see whether they changed); 0 turns
     /// the cache off.
-    #[arg(long, env = "PAYOFF_LEDGER_QUERY_CACHE_ENTRIES", default_value_t = 1_000_000)]
+    #[arg(
+        long,
+        env = "PAYOFF_LEDGER_QUERY_CACHE_ENTRIES",
+        default_value_t = 1_000_000
+    )]
     pub query_cache_entries: u64,
     /// Consumer group session timeout.
     #[arg(long, env = "PAYOFF_LEDGER_SESSION_TIMEOUT", value_parser = humantime_duration, default_value = "30s")]

@@ -86,6 +86,14 @@ pub async fn bind(config: Config, shutdown: CancellationToken) -> Result<Bound, 
         Some(path) => {
             let keys = KeyStore::load(path).map_err(|e| LedgerError::Setup(e.to_string()))?;
             keys.watch(path.clone(), Duration::from_secs(5), shutdown.clone());
+            keys.follow(
+                &config.kafka_brokers,
+                &payoff_adapters::topology::Topics::with_prefix(&config.topic_prefix).api_keys,
+                Duration::from_secs(10),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|e| LedgerError::Setup(e.to_string()))?;
             keys
         }
         None => unreachable!("checked above"),

@@ -351,10 +351,7 @@ impl CqlStore {
             .collect();
         self.execute_all(&marks, "write projection mark").await?;
         self.session
-            .execute_unpaged(
-                &self.put_progress,
-                (group, topic, partition, folded),
-            )
+            .execute_unpaged(&self.put_progress, (group, topic, partition, folded))
             .await
             .map_err(cql("write fold progress"))?;
         Ok(())

@@ -670,6 +670,245 @@ async fn every_query_equals_the_replay_of_the_same_events() -> Result<()> {
 
     assert_scopes(&ledger, &report).await?;
     assert_admin(&ledger, &scenario, &report, deadline).await?;
+    // Last: it sends an event through ingest.
+    assert_api_keys(&ledger, &setup, deadline).await?;
+    Ok(())
+}
+
+/// API keys issued and revoked through `Admin` (§11): validated, usable on the ledger at
+/// once and on ingest (another service, following the `api-keys` topic) shortly after;
+/// revoked, refused everywhere; the secret is only in the answer.
+async fn assert_api_keys(ledger: &LedgerProcess, setup: &Setup, deadline: Instant) -> Result<()> {
+    use payoff_proto::v1::{
+        ApiKeyRole, admin_client::AdminClient, event::Payload, ingest_client::IngestClient,
+    };
+    use tonic::Code;
+    let channel = Channel::from_shared(format!("http://{}", ledger.grpc))?
+        .connect()
+        .await?;
+    let mut admin = AdminClient::new(channel);
+    let mut client = ledger.client().await?;
+    let put = |id: &str, role: ApiKeyRole, creator: &str| v1::PutApiKeyRequest {
+        key_id: id.into(),
+        role: role.into(),
+        creator_id: creator.into(),
+        description: "issued by the stack test".into(),
+    };
+    let code = |r: Result<tonic::Response<v1::PutApiKeyResponse>, tonic::Status>| {
+        r.err().map(|s| s.code())
+    };
+
+    // Refused: not an admin, invalid requests.
+    assert_eq!(
+        code(
+            admin
+                .put_api_key(with_key(READ_KEY, put("dash-2", ApiKeyRole::Read, "")))
+                .await
+        ),
+        Some(Code::PermissionDenied),
+        "a read key issues no keys"
+    );
+    for (bad, why) in [
+        (put("dash-2", ApiKeyRole::Unspecified, ""), "no role"),
+        (put("", ApiKeyRole::Read, ""), "no key id"),
+        (
+            put("portal", ApiKeyRole::Creator, ""),
+            "a creator key without creator",
+        ),
+        (
+            put("dash-2", ApiKeyRole::Read, CREATOR),
+            "a read key with a creator",
+        ),
+    ] {
+        assert_eq!(
+            code(admin.put_api_key(with_key(ADMIN_KEY, bad)).await),
+            Some(Code::InvalidArgument),
+            "{why}"
+        );
+    }
+
+    // A read key and a creator key work on the ledger at once.
+    let dash = admin
+        .put_api_key(with_key(ADMIN_KEY, put("dash-2", ApiKeyRole::Read, "")))
+        .await?
+        .into_inner();
+    assert_eq!(dash.key_id, "dash-2");
+    assert!(dash.secret.len() >= 32, "a long random secret");
+    assert_eq!(
+        code(
+            admin
+                .put_api_key(with_key(ADMIN_KEY, put("dash-2", ApiKeyRole::Read, "")))
+                .await
+        ),
+        Some(Code::FailedPrecondition),
+        "a key id in use"
+    );
+    let portal = admin
+        .put_api_key(with_key(
+            ADMIN_KEY,
+            put("anna-portal", ApiKeyRole::Creator, CREATOR),
+        ))
+        .await?
+        .into_inner();
+    assert_ne!(portal.secret, dash.secret);
+    let balance = |creator: &str| v1::GetBalanceRequest {
+        creator_id: creator.into(),
+        ..Default::default()
+    };
+    let anna = client
+        .get_balance(with_key(&dash.secret, balance(CREATOR)))
+        .await?
+        .into_inner();
+    assert!(!anna.currencies.is_empty(), "the new read key sees anna");
+    assert!(
+        client
+            .get_balance(with_key(&dash.secret, balance("ben")))
+            .await
+            .is_ok(),
+        "the new read key sees the whole tenant"
+    );
+    assert!(
+        client
+            .get_balance(with_key(&portal.secret, balance(CREATOR)))
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        client
+            .get_balance(with_key(&portal.secret, balance("ben")))
+            .await
+            .err()
+            .map(|s| s.code()),
+        Some(Code::NotFound),
+        "the new creator key sees only anna"
+    );
+
+    // An ingest key reaches ingest, another service, through the topic.
+    let shop = admin
+        .put_api_key(with_key(ADMIN_KEY, put("shop-2", ApiKeyRole::Ingest, "")))
+        .await?
+        .into_inner();
+    let shutdown = CancellationToken::new();
+    let ingest = payoff_ingest::bind(
+        payoff_ingest::Config::try_parse_from([
+            "payoff-ingest",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--kafka-brokers",
+            &setup.brokers,
+            "--topic-prefix",
+            &setup.prefix,
+            "--api-keys",
+            &setup.keys.path().display().to_string(),
+            "--pii-secret",
+            "pii",
+            "--log-format",
+            "text",
+        ])?,
+        shutdown.clone(),
+    )
+    .await?;
+    let addr = ingest.grpc_addr;
+    let serving = tokio::spawn(ingest.serve());
+    let mut ingest = IngestClient::new(
+        Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?,
+    );
+    let now = Timestamp(i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?);
+    let send = |n: u32| v1::SendRequest {
+        event: Some(v1::Event {
+            event_id: format!("api-key-click-{n}"),
+            occurred_at: Some(to_timestamp(now)),
+            payload: Some(Payload::Click(v1::Click {
+                visitor_id: "api-key-visitor".into(),
+                link_code: "no-such-link".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+    };
+    // Read to its end at startup: the key issued before ingest started works at once.
+    ingest.send(with_key(&shop.secret, send(1))).await?;
+    // Revoked: refused by the ledger at once and by ingest shortly after.
+    admin
+        .revoke_api_key(with_key(
+            ADMIN_KEY,
+            v1::RevokeApiKeyRequest {
+                key_id: "shop-2".into(),
+            },
+        ))
+        .await?;
+    let mut n = 2;
+    loop {
+        match ingest.send(with_key(&shop.secret, send(n))).await {
+            Err(s) if s.code() == Code::Unauthenticated => break,
+            Ok(_) => {}
+            Err(s) => bail!("ingest after the revocation: {s:?}"),
+        }
+        if Instant::now() > deadline {
+            bail!("ingest still takes the revoked key");
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        admin
+            .revoke_api_key(with_key(
+                ADMIN_KEY,
+                v1::RevokeApiKeyRequest {
+                    key_id: "shop-2".into(),
+                },
+            ))
+            .await
+            .err()
+            .map(|s| s.code()),
+        Some(Code::NotFound),
+        "revoking a revoked key"
+    );
+    admin
+        .revoke_api_key(with_key(
+            ADMIN_KEY,
+            v1::RevokeApiKeyRequest {
+                key_id: "dash-2".into(),
+            },
+        ))
+        .await?;
+    assert_eq!(
+        client
+            .get_balance(with_key(&dash.secret, balance(CREATOR)))
+            .await
+            .err()
+            .map(|s| s.code()),
+        Some(Code::Unauthenticated),
+        "a revoked read key"
+    );
+    // Still issued: the creator key. A revoked id may be issued again, with a new secret.
+    assert!(
+        client
+            .get_balance(with_key(&portal.secret, balance(CREATOR)))
+            .await
+            .is_ok()
+    );
+    let again = admin
+        .put_api_key(with_key(ADMIN_KEY, put("dash-2", ApiKeyRole::Read, "")))
+        .await?
+        .into_inner();
+    assert_ne!(again.secret, dash.secret);
+    assert!(
+        client
+            .get_balance(with_key(&again.secret, balance(CREATOR)))
+            .await
+            .is_ok()
+    );
+    shutdown.cancel();
+    serving.await??;
     Ok(())
 }
 

@@ -6,16 +6,29 @@
 //! presents the secret as `authorization: Bearer <secret>` (or `x-api-key: <secret>`).
 //! [`KeyStore::watch`] re-reads the file when it changes; a file that fails to parse is
 //! reported and the previous keys stay in force.
+//!
+//! Keys issued through `Admin.PutApiKey` live on the compacted `api-keys` topic instead:
+//! one record per key, keyed by tenant + key id, its value an [`IssuedKey`] (JSON, the
+//! hash only) and a tombstone once revoked. Every service follows the topic
+//! ([`KeyStore::follow`]), so a key works everywhere shortly after it is issued and
+//! stops working when it is revoked, without a restart. The file holds the bootstrap
+//! keys (an admin key at least); the two sets are checked one after the other.
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::{Arc, RwLock},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
+use payoff_adapters::{kafka as adapters, topology};
 use payoff_core::ids::{CreatorId, TenantId};
-use serde::Deserialize;
+use rdkafka::{
+    Message as _, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer as _},
+    error::KafkaError,
+};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
@@ -23,7 +36,7 @@ use tonic::metadata::MetadataMap;
 use crate::error::ServiceError;
 
 /// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Storefronts: send events.
@@ -102,6 +115,39 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// The principal of one key record, checked (`at` names the record in errors).
+fn principal_of(
+    at: &str,
+    id: String,
+    tenant: &str,
+    role: Role,
+    creator: Option<String>,
+    sha256: &str,
+) -> Result<(String, Principal), String> {
+    let tenant = TenantId::parse(&format!("{at}.tenant"), tenant).map_err(|e| e.to_string())?;
+    let creator = match (role, creator) {
+        (Role::Creator, Some(c)) => {
+            Some(CreatorId::parse(&format!("{at}.creator"), &c).map_err(|e| e.to_string())?)
+        }
+        (Role::Creator, None) => return Err(format!("{at}: a creator key needs \"creator\"")),
+        (_, Some(_)) => return Err(format!("{at}: only creator keys name a creator")),
+        (_, None) => None,
+    };
+    let hash = sha256.to_ascii_lowercase();
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{at}.sha256 must be 64 hex digits"));
+    }
+    Ok((
+        hash,
+        Principal {
+            key_id: id,
+            tenant,
+            role,
+            creator,
+        },
+    ))
+}
+
 fn parse(path: &Path, text: &str) -> Result<HashMap<String, Principal>, KeyFileError> {
     let invalid = |reason: String| KeyFileError::Invalid {
         path: path.to_owned(),
@@ -110,41 +156,16 @@ fn parse(path: &Path, text: &str) -> Result<HashMap<String, Principal>, KeyFileE
     let file: KeyFile = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
     let mut keys = HashMap::new();
     for (i, k) in file.keys.into_iter().enumerate() {
-        let tenant = TenantId::parse(&format!("keys[{i}].tenant"), &k.tenant)
-            .map_err(|e| invalid(e.to_string()))?;
-        let creator = match (&k.role, k.creator) {
-            (Role::Creator, Some(c)) => Some(
-                CreatorId::parse(&format!("keys[{i}].creator"), &c)
-                    .map_err(|e| invalid(e.to_string()))?,
-            ),
-            (Role::Creator, None) => {
-                return Err(invalid(format!(
-                    "keys[{i}]: a creator key needs \"creator\""
-                )));
-            }
-            (_, Some(_)) => {
-                return Err(invalid(format!(
-                    "keys[{i}]: only creator keys name a creator"
-                )));
-            }
-            (_, None) => None,
-        };
-        let hash = k.sha256.to_ascii_lowercase();
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(invalid(format!("keys[{i}].sha256 must be 64 hex digits")));
-        }
-        if keys
-            .insert(
-                hash,
-                Principal {
-                    key_id: k.id,
-                    tenant,
-                    role: k.role,
-                    creator,
-                },
-            )
-            .is_some()
-        {
+        let (hash, principal) = principal_of(
+            &format!("keys[{i}]"),
+            k.id,
+            &k.tenant,
+            k.role,
+            k.creator,
+            &k.sha256,
+        )
+        .map_err(invalid)?;
+        if keys.insert(hash, principal).is_some() {
             return Err(invalid(format!(
                 "keys[{i}]: the same secret hash appears twice"
             )));
@@ -153,10 +174,54 @@ fn parse(path: &Path, text: &str) -> Result<HashMap<String, Principal>, KeyFileE
     Ok(keys)
 }
 
-/// The keys in force, swapped whole on reload.
+/// A key issued through `Admin.PutApiKey`: the value of its `api-keys` record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedKey {
+    /// The key id, unique within the tenant.
+    pub id: String,
+    /// The tenant.
+    pub tenant: String,
+    /// The role.
+    pub role: Role,
+    /// For creator keys, the creator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<String>,
+    /// Hex SHA-256 of the secret.
+    pub sha256: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// When it was issued (milliseconds since the epoch).
+    pub issued_at: i64,
+}
+
+impl IssuedKey {
+    /// The record key on the `api-keys` topic: tenant + key id.
+    pub fn record_key(tenant: &str, id: &str) -> String {
+        topology::key(&[tenant, id])
+    }
+}
+
+/// A new random secret (256 bits from the operating system), as presented by callers.
+pub fn new_secret() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
+    Ok(format!("pk_{}", hex::encode(bytes)))
+}
+
+/// Keys from the `api-keys` topic: by secret hash, and each record key's hash.
+#[derive(Debug, Default)]
+struct Issued {
+    by_hash: HashMap<String, Principal>,
+    hash_of: HashMap<String, String>,
+}
+
+/// The keys in force: the file's, swapped whole on reload, and those issued on the
+/// `api-keys` topic, changed record by record.
 #[derive(Debug, Clone, Default)]
 pub struct KeyStore {
     keys: Arc<RwLock<Arc<HashMap<String, Principal>>>>,
+    issued: Arc<RwLock<Issued>>,
 }
 
 impl KeyStore {
@@ -175,6 +240,7 @@ impl KeyStore {
             .collect();
         Self {
             keys: Arc::new(RwLock::new(Arc::new(keys))),
+            issued: Arc::default(),
         }
     }
 
@@ -248,9 +314,191 @@ impl KeyStore {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        keys.get(&hash_secret(secret))
+        let hash = hash_secret(secret);
+        if let Some(p) = keys.get(&hash) {
+            return Ok(p.clone());
+        }
+        self.issued
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_hash
+            .get(&hash)
             .cloned()
             .ok_or(ServiceError::Unauthenticated)
+    }
+
+    /// Applies one `api-keys` record: a key issued (or re-issued) under `record_key`, or
+    /// revoked (`value` None, a tombstone). A record that is not a valid key is refused
+    /// and changes nothing.
+    pub fn apply_issued(&self, record_key: &str, value: Option<&[u8]>) -> Result<(), String> {
+        let added = match value {
+            None => None,
+            Some(bytes) => {
+                let k: IssuedKey =
+                    serde_json::from_slice(bytes).map_err(|e| format!("api key record: {e}"))?;
+                if IssuedKey::record_key(&k.tenant, &k.id) != record_key {
+                    return Err("api key record: its key is not its tenant and id".into());
+                }
+                Some(principal_of(
+                    "api key", k.id, &k.tenant, k.role, k.creator, &k.sha256,
+                )?)
+            }
+        };
+        let mut issued = self
+            .issued
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(old) = issued.hash_of.remove(record_key) {
+            issued.by_hash.remove(&old);
+        }
+        if let Some((hash, principal)) = added {
+            issued.hash_of.insert(record_key.to_owned(), hash.clone());
+            issued.by_hash.insert(hash, principal);
+        }
+        Ok(())
+    }
+
+    /// Whether a key is issued (and not revoked) under this tenant and id, as far as
+    /// this store has read the topic.
+    pub fn is_issued(&self, tenant: &str, id: &str) -> bool {
+        self.issued
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .hash_of
+            .contains_key(&IssuedKey::record_key(tenant, id))
+    }
+
+    /// Reads the `api-keys` topic at `brokers` to its end (waiting at most `startup`),
+    /// then follows it in the background until `shutdown`, applying every record. When
+    /// the end is not reached in time (Kafka down, topic missing) it says so and goes on
+    /// reading in the background: until then only the key file's keys work.
+    pub async fn follow(
+        &self,
+        brokers: &str,
+        topic: &str,
+        startup: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, KeyFeedError> {
+        let feed = KeyFeed::new(brokers, topic)?;
+        let deadline = Instant::now() + startup;
+        let mut last_error = None;
+        loop {
+            match feed.poll(self) {
+                Ok(Poll::End(n)) => {
+                    tracing::info!(records = n, topic, "issued api keys loaded");
+                    break;
+                }
+                Ok(Poll::More) => continue,
+                Ok(Poll::Idle) => {}
+                // Kafka may still be starting: errors are retried like silence.
+                Err(e) => last_error = Some(e.to_string()),
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(topic, waited = ?startup, last_error = ?last_error, "issued api keys not read to their end yet (is the topic created? `payoff migrate`); only the key file's keys work until then");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let store = self.clone();
+        Ok(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing: Option<String> = None;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                loop {
+                    match feed.poll(&store) {
+                        Ok(Poll::More) => failing = None,
+                        Ok(Poll::End(_) | Poll::Idle) => break,
+                        Err(e) => {
+                            // Once per kind of failure, not every 100 ms while Kafka is down.
+                            let e = e.to_string();
+                            if failing.as_ref() != Some(&e) {
+                                tracing::error!(error = %e, "api key feed failed, retrying");
+                                failing = Some(e);
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+        }))
+    }
+}
+
+/// The `api-keys` topic could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("api keys topic: {0}")]
+pub struct KeyFeedError(String);
+
+enum Poll {
+    /// A record was applied; more may be waiting.
+    More,
+    /// At the end of the topic, after `n` records in all.
+    End(usize),
+    /// Nothing arrived.
+    Idle,
+}
+
+/// A reader of the `api-keys` topic (one partition) from its beginning.
+struct KeyFeed {
+    consumer: BaseConsumer,
+    read: std::cell::Cell<usize>,
+}
+
+impl KeyFeed {
+    fn new(brokers: &str, topic: &str) -> Result<Self, KeyFeedError> {
+        let mut config = adapters::read_committed_consumer_config(
+            brokers,
+            "payoff-api-keys",
+            adapters::StartFrom::Earliest,
+        )
+        .map_err(|e| KeyFeedError(e.to_string()))?;
+        config
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", "50");
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| KeyFeedError(format!("consumer: {e}")))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)
+            .map_err(|e| KeyFeedError(format!("assignment: {e}")))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| KeyFeedError(format!("assign: {e}")))?;
+        Ok(Self {
+            consumer,
+            read: std::cell::Cell::new(0),
+        })
+    }
+
+    fn poll(&self, store: &KeyStore) -> Result<Poll, KeyFeedError> {
+        match self.consumer.poll(Duration::ZERO) {
+            Some(Ok(msg)) => {
+                self.read.set(self.read.get() + 1);
+                let key = msg
+                    .key()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .unwrap_or_default();
+                match store.apply_issued(key, msg.payload()) {
+                    Ok(()) => tracing::info!(
+                        key = %key.replace(topology::KEY_SEPARATOR, "/"),
+                        revoked = msg.payload().is_none(),
+                        "api key record applied"
+                    ),
+                    Err(e) => {
+                        tracing::error!(offset = msg.offset(), error = %e, "api key record unusable, skipped")
+                    }
+                }
+                Ok(Poll::More)
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => Ok(Poll::End(self.read.get())),
+            Some(Err(e)) => Err(KeyFeedError(e.to_string())),
+            None => Ok(Poll::Idle),
+        }
     }
 }
 
@@ -322,6 +570,52 @@ mod tests {
                 .authenticate(&metadata("authorization", "Bearer new"))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn issued_keys_are_added_replaced_and_revoked_by_record() {
+        let store = KeyStore::default();
+        let bearer = |s: &str| metadata("authorization", &format!("Bearer {s}"));
+        let record = |id: &str, secret: &str| {
+            serde_json::to_vec(&IssuedKey {
+                id: id.into(),
+                tenant: "acme".into(),
+                role: Role::Read,
+                creator: None,
+                sha256: hash_secret(secret),
+                description: String::new(),
+                issued_at: 0,
+            })
+            .unwrap()
+        };
+        let key = IssuedKey::record_key("acme", "dash");
+        store
+            .apply_issued(&key, Some(&record("dash", "one")))
+            .unwrap();
+        assert!(store.is_issued("acme", "dash"));
+        let p = store.authenticate(&bearer("one")).unwrap();
+        assert_eq!((p.key_id.as_str(), p.role), ("dash", Role::Read));
+        // Re-issued under the same id: the old secret stops working.
+        store
+            .apply_issued(&key, Some(&record("dash", "two")))
+            .unwrap();
+        assert!(store.authenticate(&bearer("one")).is_err());
+        assert!(store.authenticate(&bearer("two")).is_ok());
+        // A record whose key is not its tenant and id changes nothing.
+        assert!(
+            store
+                .apply_issued(
+                    &IssuedKey::record_key("acme", "other"),
+                    Some(&record("dash", "three"))
+                )
+                .is_err()
+        );
+        assert!(store.authenticate(&bearer("three")).is_err());
+        // A tombstone revokes.
+        store.apply_issued(&key, None).unwrap();
+        assert!(!store.is_issued("acme", "dash"));
+        assert!(store.authenticate(&bearer("two")).is_err());
+        assert!(new_secret().unwrap() != new_secret().unwrap());
     }
 
     #[test]
