@@ -148,6 +148,32 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{random:016x}")
 }
 
+/// grpcurl, found on PATH, in `$PAYOFF_GRPCURL`, or where `go install` puts it.
+pub fn grpcurl() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("PAYOFF_GRPCURL") {
+        return std::path::PathBuf::from(path);
+    }
+    let candidates = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("grpcurl"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .chain(
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join("go/bin/grpcurl")),
+        );
+    for c in candidates {
+        if c.is_file() {
+            return c;
+        }
+    }
+    panic!(
+        "grpcurl is not installed: `go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3` (.ci/run does this). This test never skips."
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

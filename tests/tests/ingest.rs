@@ -7,7 +7,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::PathBuf,
     time::Duration,
 };
 
@@ -430,30 +429,6 @@ async fn a_broker_that_is_down_answers_unavailable_and_acknowledges_nothing() ->
     Ok(())
 }
 
-/// grpcurl, found on PATH, in `$PAYOFF_GRPCURL`, or where `go install` puts it.
-fn grpcurl() -> PathBuf {
-    if let Ok(path) = std::env::var("PAYOFF_GRPCURL") {
-        return PathBuf::from(path);
-    }
-    let candidates = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("grpcurl"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .chain(std::env::var_os("HOME").map(|h| PathBuf::from(h).join("go/bin/grpcurl")));
-    for c in candidates {
-        if c.is_file() {
-            return c;
-        }
-    }
-    panic!(
-        "grpcurl is not installed: `go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3` (.ci/run does this). This test never skips."
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_sends_an_event_that_lands_in_kafka() -> Result<()> {
     let OnKafka {
@@ -463,7 +438,7 @@ async fn grpcurl_sends_an_event_that_lands_in_kafka() -> Result<()> {
         _dir,
     } = OnKafka::start().await?;
     let body = r#"{"event":{"eventId":"grpcurl-1","occurredAt":"2026-01-05T10:00:00Z","order":{"visitorId":"v-9","orderId":"A-9","amount":{"amount":"80.00","currency":"USD"}}}}"#;
-    let output = tokio::process::Command::new(grpcurl())
+    let output = tokio::process::Command::new(fixture::grpcurl())
         .args([
             "-plaintext",
             "-H",
@@ -492,7 +467,7 @@ async fn grpcurl_sends_an_event_that_lands_in_kafka() -> Result<()> {
     assert_eq!(o.amount.as_ref().unwrap().amount, "80.00");
 
     // And grpcurl sees the gRPC health service through reflection.
-    let health = tokio::process::Command::new(grpcurl())
+    let health = tokio::process::Command::new(fixture::grpcurl())
         .args(["-plaintext", &svc.addr.to_string(), "list"])
         .output()
         .await?;

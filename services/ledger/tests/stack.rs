@@ -166,7 +166,19 @@ impl Setup {
     }
 
     fn start_ledger(&self, group: &str) -> Result<LedgerProcess> {
+        self.start_ledger_with(group, &[], None)
+    }
+
+    /// Starts the ledger with more flags; `ca` is the PEM certificate its TLS listener
+    /// presents (clients then connect with TLS, checking it).
+    fn start_ledger_with(
+        &self,
+        group: &str,
+        extra: &[&str],
+        ca: Option<&str>,
+    ) -> Result<LedgerProcess> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_payoff-ledger"))
+            .args(extra)
             .args([
                 "--kafka-brokers",
                 &self.brokers,
@@ -219,6 +231,7 @@ impl Setup {
                 return Ok(LedgerProcess {
                     child,
                     grpc,
+                    ca: ca.map(str::to_owned),
                     _lines: lines,
                 });
             }
@@ -235,19 +248,31 @@ impl Drop for Setup {
 struct LedgerProcess {
     child: Child,
     grpc: String,
+    /// With TLS: the certificate to trust.
+    ca: Option<String>,
     _lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl LedgerProcess {
+    /// A connection to the gRPC listener (TLS when the ledger was started with it).
+    async fn channel(&self) -> Result<Channel> {
+        let channel = match &self.ca {
+            None => Channel::from_shared(format!("http://{}", self.grpc))?,
+            Some(pem) => Channel::from_shared(format!("https://{}", self.grpc))?.tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                    .domain_name("localhost"),
+            )?,
+        };
+        Ok(channel.connect().await?)
+    }
+
     /// Waits until health says SERVING (programs loaded, consuming).
     async fn serving(&self, deadline: Instant) -> Result<()> {
         use tonic_health::pb::{
             HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
         };
-        let channel = Channel::from_shared(format!("http://{}", self.grpc))?
-            .connect()
-            .await?;
-        let mut health = HealthClient::new(channel);
+        let mut health = HealthClient::new(self.channel().await?);
         loop {
             let status = health
                 .check(HealthCheckRequest {
@@ -267,10 +292,7 @@ impl LedgerProcess {
     }
 
     async fn client(&self) -> Result<LedgerClient<Channel>> {
-        let channel = Channel::from_shared(format!("http://{}", self.grpc))?
-            .connect()
-            .await?;
-        Ok(LedgerClient::new(channel))
+        Ok(LedgerClient::new(self.channel().await?))
     }
 
     fn kill(&mut self) -> Result<()> {
@@ -683,9 +705,7 @@ async fn assert_api_keys(ledger: &LedgerProcess, setup: &Setup, deadline: Instan
         ApiKeyRole, admin_client::AdminClient, event::Payload, ingest_client::IngestClient,
     };
     use tonic::Code;
-    let channel = Channel::from_shared(format!("http://{}", ledger.grpc))?
-        .connect()
-        .await?;
+    let channel = ledger.channel().await?;
     let mut admin = AdminClient::new(channel);
     let mut client = ledger.client().await?;
     let put = |id: &str, role: ApiKeyRole, creator: &str| v1::PutApiKeyRequest {
@@ -922,9 +942,7 @@ async fn assert_admin(
 ) -> Result<()> {
     use payoff_proto::v1::admin_client::AdminClient;
     use tonic::Code;
-    let channel = Channel::from_shared(format!("http://{}", ledger.grpc))?
-        .connect()
-        .await?;
+    let channel = ledger.channel().await?;
     let mut admin = AdminClient::new(channel);
     let put = |version: u64, program: v1::Program| v1::PutProgramRequest {
         program: Some(v1::Program { version, ..program }),
@@ -1431,5 +1449,99 @@ async fn the_worked_numbers_of_section_9_come_out_exactly() -> Result<()> {
     assert_eq!(quarter.aov.as_deref(), Some("80"), "AOV");
     assert_eq!(quarter.views, 100_000);
     assert_eq!(quarter.rpm.as_deref(), Some("20"), "RPM");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_ledger_answers_queries_health_and_reflection() -> Result<()> {
+    let scenario = scenario::generate(Options {
+        seed: 24,
+        visitors: 60,
+        // Enough to reach every partition: each releases its held tail.
+        sentinels: 60,
+    });
+    let report = oracle(&scenario, as_of(&scenario));
+    let setup = Setup::new("ledger-tls", &scenario).await?;
+    let dir = tempfile::tempdir()?;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let cert_pem = certified.cert.pem();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, &cert_pem)?;
+    std::fs::write(&key, certified.signing_key.serialize_pem())?;
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let ledger = setup.start_ledger_with(
+        &fixture::unique_name("ledger"),
+        &["--tls-cert", &cert, "--tls-key", &key],
+        Some(&cert_pem),
+    )?;
+    let deadline = Instant::now() + DEADLINE;
+    // Health over TLS, then every balance as replay computes it.
+    ledger.serving(deadline).await?;
+    setup.start_attributor()?;
+    until_balances_equal(&ledger, &report, deadline).await?;
+
+    // A plaintext client gets no answer from the TLS listener.
+    let plain = Channel::from_shared(format!("http://{}", ledger.grpc))?
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        let answer = LedgerClient::new(channel)
+            .get_balance(authorized(v1::GetBalanceRequest {
+                creator_id: CREATOR.into(),
+                ..Default::default()
+            }))
+            .await;
+        assert!(answer.is_err(), "plaintext answered: {answer:?}");
+    }
+
+    // A client nobody here wrote: grpcurl lists the services through reflection, over
+    // TLS, trusting the certificate, and calls a query.
+    let list = tokio::process::Command::new(fixture::grpcurl())
+        .args([
+            "-cacert",
+            &cert,
+            "-authority",
+            "localhost",
+            &ledger.grpc,
+            "list",
+        ])
+        .output()
+        .await
+        .context("run grpcurl")?;
+    let services = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.status.success()
+            && [
+                "payoff.v1.Ledger",
+                "payoff.v1.Admin",
+                "grpc.health.v1.Health"
+            ]
+            .iter()
+            .all(|s| services.contains(s)),
+        "grpcurl list: {services} {}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let call = tokio::process::Command::new(fixture::grpcurl())
+        .args([
+            "-cacert",
+            &cert,
+            "-authority",
+            "localhost",
+            "-H",
+            &format!("authorization: Bearer {READ_KEY}"),
+            "-d",
+            &format!(r#"{{"creatorId":"{CREATOR}"}}"#),
+            &ledger.grpc,
+            "payoff.v1.Ledger/GetBalance",
+        ])
+        .output()
+        .await?;
+    assert!(
+        call.status.success(),
+        "grpcurl GetBalance: {}",
+        String::from_utf8_lossy(&call.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&call.stdout)?;
+    assert_eq!(answer["creatorId"], CREATOR);
     Ok(())
 }
