@@ -771,25 +771,55 @@ fn mark_ends(
     p: i32,
     w: &mut Worker,
 ) {
-    let Ok(positions) = consumer.position() else {
+    let Some(task) = w.tasks.get(&p) else {
         return;
     };
-    for e in positions.elements().iter().filter(|e| e.partition() == p) {
-        let Some(source) = names.get(e.topic()).copied() else {
+    // Where this task's reading of each input stands: after the last record it was
+    // offered since its restore, else the committed offset it resumes from. The
+    // consumer's own position is not used: right after a reassignment it can still say
+    // where the previous assignment had fetched to (ahead of the committed offset), which
+    // would declare an input at its end before its records are read again, and the merge
+    // would then decide orders before the clicks they need.
+    let mut unread = TopicPartitionList::new();
+    for (topic, source) in names {
+        if *source != Source::Index && task.next_offset(*source).is_none() {
+            let _ = unread.add_partition(topic, p);
+        }
+    }
+    let committed = if unread.count() > 0 {
+        match consumer.committed_offsets(unread, Duration::from_secs(5)) {
+            Ok(tpl) => Some(tpl),
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "committed offsets unknown; inputs not checked for their end");
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let mut ends = Vec::new();
+    for (topic, source) in names {
+        if *source == Source::Index {
+            continue;
+        }
+        let Ok((low, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) else {
             continue;
         };
-        let Ok((low, high)) = consumer.fetch_watermarks(e.topic(), p, Duration::from_secs(5))
-        else {
-            continue;
-        };
-        // A partition this consumer has fetched nothing from since its assignment has no
-        // position yet: an empty one (nothing between its low and high watermarks) is at
-        // its end all the same, or the merge would wait for it until `max_idle`.
-        let at_end = match e.offset() {
-            Offset::Offset(at) => at >= high,
-            _ => low >= high,
-        };
-        if at_end && let Some(task) = w.tasks.get_mut(&p) {
+        let next = task.next_offset(*source).or_else(|| {
+            committed.as_ref().and_then(|tpl| {
+                tpl.find_partition(topic, p)
+                    .and_then(|e| e.offset().to_raw())
+                    .filter(|o| *o >= 0)
+            })
+        });
+        // Nothing committed yet: an input is at its end only when it is empty.
+        let at_end = next.map_or(low >= high, |n| n >= high);
+        if at_end {
+            ends.push(*source);
+        }
+    }
+    if let Some(task) = w.tasks.get_mut(&p) {
+        for source in ends {
             task.set_at_end(source, true);
         }
     }

@@ -405,6 +405,12 @@ impl Task {
         self.partition
     }
 
+    /// The offset after the last record of `source` this task was offered (None before
+    /// the first since its restore).
+    pub fn next_offset(&self, source: Source) -> Option<i64> {
+        self.book.next[source.index()]
+    }
+
     /// Marks whether an input has been read to its end (an empty input at its end does
     /// not hold the merge back).
     pub fn set_at_end(&mut self, source: Source, at_end: bool) {
