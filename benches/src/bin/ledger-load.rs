@@ -762,29 +762,16 @@ async fn query_phase(args: &Args) -> anyhow::Result<QueryFigures> {
             None,
         )
         .await?;
-        let rate = max.per_sec / 2.0;
-        eprintln!(
-            "queries: {query:?}, {} clients at {rate:.0} requests/s in all (half of {:.0}), {} s",
-            args.concurrency,
-            max.per_sec,
-            args.duration.as_secs_f64()
+        // Half the saturated rate, then each stated rate: every client paced together.
+        let paced = std::iter::once(("paced at half that".to_owned(), max.per_sec / 2.0)).chain(
+            args.rates
+                .iter()
+                .map(|&rate| (format!("paced at {rate:.0}/s"), rate)),
         );
-        let half = drive(
-            &addr,
-            query,
-            &creators,
-            args.concurrency,
-            args.duration,
-            Some(rate),
-        )
-        .await?;
-        let mut runs = vec![
-            ("as fast as they can".to_owned(), max),
-            ("paced at half that".to_owned(), half),
-        ];
-        for &rate in &args.rates {
+        let mut runs = vec![("as fast as they can".to_owned(), max)];
+        for (how, rate) in paced.collect::<Vec<_>>() {
             eprintln!(
-                "queries: {query:?}, {} clients at {rate:.0} requests/s in all, {} s",
+                "queries: {query:?}, {} clients {how} ({rate:.0} requests/s in all), {} s",
                 args.concurrency,
                 args.duration.as_secs_f64()
             );
@@ -797,7 +784,7 @@ async fn query_phase(args: &Args) -> anyhow::Result<QueryFigures> {
                 Some(rate),
             )
             .await?;
-            runs.push((format!("paced at {rate:.0}/s"), run));
+            runs.push((how, run));
         }
         figures.push(runs);
     }
