@@ -8,6 +8,10 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use payoff_benches::{MixConfig, events, program};
 use payoff_core::engine::Engine;
 
+/// The allocator every payoff binary uses ([`payoff_runtime::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: payoff_runtime::Allocator = payoff_runtime::Allocator;
+
 fn engine(c: &mut Criterion) {
     let config = MixConfig::default();
     let history = program(&config);

@@ -1,12 +1,18 @@
 //! Engine throughput in events per second of wall time and of on-CPU time (from
 //! `/proc/self/schedstat`, so a busy machine does not hide the engine's own cost).
 //!
-//! Run: `cargo run --release -p payoff-benches --example throughput [batches]`
+//! Run: `cargo run --release -p payoff-benches --example throughput [batches] [both|without|with]`
+//! (the second argument picks the runs without outputs, with them, or both; both by
+//! default).
 
 use std::time::Instant;
 
 use payoff_benches::{MixConfig, events, program};
 use payoff_core::engine::Engine;
+
+/// The allocator every payoff binary uses ([`payoff_runtime::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: payoff_runtime::Allocator = payoff_runtime::Allocator;
 
 /// Nanoseconds this thread has spent on a CPU, where Linux tells.
 fn on_cpu_ns() -> Option<u64> {
@@ -19,10 +25,20 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(5);
+    let which = std::env::args().nth(2).unwrap_or_else(|| "both".to_owned());
+    let runs: &[bool] = match which.as_str() {
+        "without" => &[false],
+        "with" => &[true],
+        "both" => &[false, true],
+        other => {
+            eprintln!("throughput: unknown runs {other:?}: want both, without or with");
+            std::process::exit(2);
+        }
+    };
     let config = MixConfig::default();
     let history = program(&config);
     let events = events(&config);
-    for keep_outputs in [false, true] {
+    for &keep_outputs in runs {
         let mut wall = 0.0;
         let mut cpu = 0u64;
         for _ in 0..batches {

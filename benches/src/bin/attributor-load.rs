@@ -40,6 +40,10 @@ use rdkafka::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// The allocator every payoff binary uses ([`payoff_runtime::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: payoff_runtime::Allocator = payoff_runtime::Allocator;
+
 /// Load generator for payoff-attributor, compared with a transactional pass-through.
 #[derive(Debug, Parser)]
 struct Args {

@@ -26,6 +26,10 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::{metadata::MetadataValue, transport::Channel};
 
+/// The allocator every payoff binary uses ([`payoff_runtime::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: payoff_runtime::Allocator = payoff_runtime::Allocator;
+
 const KEY: &str = "ingest-load-secret";
 
 /// Load generator for payoff-ingest, compared with Kafka's ProducerPerformance.

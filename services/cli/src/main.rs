@@ -3,6 +3,10 @@
 use clap::{Parser, Subcommand};
 use payoff_cli::{dev, ledger, loadgen, migrate, replay};
 
+/// The allocator every payoff binary uses ([`payoff_runtime::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: payoff_runtime::Allocator = payoff_runtime::Allocator;
+
 /// payoff: real-time conversion tracking and commission ledger for performance-based
 /// influencer marketing.
 #[derive(Debug, Parser)]

@@ -4,6 +4,10 @@ use clap::Parser;
 use payoff_ledger::{Config, LedgerError, config::LogFormat};
 use payoff_runtime::telemetry;
 
+/// The allocator every payoff binary uses ([`payoff_runtime::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: payoff_runtime::Allocator = payoff_runtime::Allocator;
+
 /// Exit code for a bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
