@@ -19,10 +19,11 @@ use payoff_core::{
     credit::CreditKind,
     engine::Engine,
     event::{Event, RawEvent},
-    ids::TenantId,
+    ids::{CampaignId, CreatorId, TenantId},
     kpi::{KpiDelta, KpiTotals},
     ledger::{EntryKind, LedgerEntry},
     program::ProgramHistory,
+    projection::TierProgress,
     time::Timestamp,
 };
 use payoff_ingest::publisher::{PublishError, Publisher, Record};
@@ -205,11 +206,18 @@ impl MemoryPipeline {
             .iter()
             .filter(|c| matches!(c.kind, CreditKind::Order { .. }))
             .count();
-        // Per creator: the current period, a campaign with a next tier, the most orders.
-        type Rank = (payoff_core::time::Period, bool, i64);
-        let mut tiers: BTreeMap<String, (Rank, String)> = BTreeMap::new();
+        // Per creator and campaign, the latest period with activity (the engine holds
+        // every period; the ledger is asked for the current one).
+        let mut latest: BTreeMap<(CreatorId, CampaignId), TierProgress> = BTreeMap::new();
         for t in engine.tier_progress(wall()) {
-            let rank = (t.period, t.next_threshold.is_some(), t.orders);
+            let key = (t.creator.clone(), t.campaign.clone());
+            if latest.get(&key).is_none_or(|kept| kept.period < t.period) {
+                latest.insert(key, t);
+            }
+        }
+        let mut tiers = BTreeMap::new();
+        for t in latest.into_values() {
+            let rank = tier_rank(t.next_threshold.is_some(), t.orders, t.campaign.as_str());
             let text = tier_line(
                 t.campaign.as_str(),
                 t.orders,
@@ -219,17 +227,7 @@ impl MemoryPipeline {
                     .as_deref(),
                 t.remaining.map(|r| r.normalize().to_string()).as_deref(),
             );
-            let slot = tiers.entry(t.creator.as_str().to_owned());
-            match slot {
-                std::collections::btree_map::Entry::Vacant(v) => {
-                    v.insert((rank, text));
-                }
-                std::collections::btree_map::Entry::Occupied(mut o) => {
-                    if o.get().0 < rank {
-                        o.insert((rank, text));
-                    }
-                }
-            }
+            keep_best_tier(&mut tiers, t.creator.as_str(), rank, text);
         }
         Summary {
             tiers: tiers.into_iter().map(|(c, (_, t))| (c, t)).collect(),
@@ -260,9 +258,31 @@ pub struct Summary {
     pub per_creator: BTreeMap<String, Decimal>,
     /// Ledger entries.
     pub entries: usize,
-    /// Tier progress per creator in the current period (one line, the campaign with a
-    /// next threshold first).
+    /// Tier progress per creator: one line, picked among campaigns by [`keep_best_tier`]
+    /// (a campaign with a next threshold first, then the most orders). In memory each
+    /// campaign's latest period with activity; from the ledger, the current period.
     pub tiers: BTreeMap<String, String>,
+}
+
+/// How a creator's summary picks its one tier line among campaigns, alike whichever
+/// pipeline runs: a campaign with a next tier first, then the most orders, then the first
+/// campaign by id.
+type TierRank = (bool, i64, std::cmp::Reverse<String>);
+
+fn tier_rank(has_next: bool, orders: i64, campaign: &str) -> TierRank {
+    (has_next, orders, std::cmp::Reverse(campaign.to_owned()))
+}
+
+/// Keeps `line` for `creator` when it ranks above the line kept so far.
+fn keep_best_tier(
+    tiers: &mut BTreeMap<String, (TierRank, String)>,
+    creator: &str,
+    rank: TierRank,
+    line: String,
+) {
+    if tiers.get(creator).is_none_or(|(best, _)| *best < rank) {
+        tiers.insert(creator.to_owned(), (rank, line));
+    }
 }
 
 /// One line of tier progress: orders so far, the rate now, the next threshold.
@@ -629,6 +649,7 @@ async fn ledger_summary(addr: SocketAddr, program: &v1::Program) -> anyhow::Resu
         by_type: ingest_counts(),
         ..Summary::default()
     };
+    let mut tiers = BTreeMap::new();
     for c in &program.campaigns {
         let kpis = client
             .get_campaign_kpis(key(v1::GetCampaignKpisRequest {
@@ -692,12 +713,16 @@ async fn ledger_summary(addr: SocketAddr, program: &v1::Program) -> anyhow::Resu
                 plan.map(|p| p.remaining.as_str()),
             );
             let has_next = plan.is_some_and(|p| !p.next_threshold.is_empty());
-            let keep = !summary.tiers.contains_key(&creator.id) || has_next;
-            if keep {
-                summary.tiers.insert(creator.id.clone(), line);
-            }
+            let orders = i64::try_from(p.count).unwrap_or(i64::MAX);
+            keep_best_tier(
+                &mut tiers,
+                &creator.id,
+                tier_rank(has_next, orders, &c.id),
+                line,
+            );
         }
     }
+    summary.tiers = tiers.into_iter().map(|(c, (_, t))| (c, t)).collect();
     Ok(summary)
 }
 
@@ -953,5 +978,51 @@ async fn show(args: &DevArgs, source: &Source, shutdown: &CancellationToken, mod
                 previous = now;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Both pipelines offer their campaigns in their own order; the line kept must not
+    /// depend on it.
+    #[test]
+    fn the_tier_line_kept_does_not_depend_on_the_order_offered() {
+        let offers = [
+            (tier_rank(false, 9, "summer"), "summer: 9 orders"),
+            (tier_rank(true, 2, "spring"), "spring: 2 orders, next tier"),
+            (tier_rank(true, 5, "skin"), "skin: 5 orders, next tier"),
+            (
+                tier_rank(true, 5, "ambassador"),
+                "ambassador: 5 orders, next tier",
+            ),
+        ];
+        let mut kept = BTreeSet::new();
+        for rotation in 0..offers.len() {
+            for reverse in [false, true] {
+                let mut order: Vec<_> = offers
+                    .iter()
+                    .cycle()
+                    .skip(rotation)
+                    .take(offers.len())
+                    .collect();
+                if reverse {
+                    order.reverse();
+                }
+                let mut tiers = BTreeMap::new();
+                for (rank, line) in order {
+                    keep_best_tier(&mut tiers, "anna", rank.clone(), (*line).to_owned());
+                }
+                kept.insert(tiers.remove("anna").map(|(_, line)| line));
+            }
+        }
+        // A next tier beats more orders; equal ranks go to the first campaign by id.
+        assert_eq!(
+            kept,
+            BTreeSet::from([Some("ambassador: 5 orders, next tier".to_owned())])
+        );
     }
 }
