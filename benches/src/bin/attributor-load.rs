@@ -350,6 +350,22 @@ async fn main() -> anyhow::Result<()> {
     let attr_secs = (last - first).as_secs_f64();
     let attr_rate = events as f64 / attr_secs;
 
+    // What the attributor wrote, per topic, against the pass-through's one record per
+    // input.
+    let mut outputs = Vec::new();
+    for topic in [
+        &topics.credits,
+        &topics.attributor_changelog,
+        &topics.order_index,
+        &topics.dead_letter,
+        &passthrough,
+    ] {
+        let (brokers, topic, partitions) = (args.brokers.clone(), topic.clone(), args.partitions);
+        let w =
+            tokio::task::spawn_blocking(move || written(&brokers, &topic, partitions)).await??;
+        outputs.push(w);
+    }
+
     // State size, from the changelog (latest record per key, as compaction keeps).
     let (brokers, changelog, partitions) = (
         args.brokers.clone(),
@@ -442,6 +458,24 @@ async fn main() -> anyhow::Result<()> {
         "  ratio attributor / pass-through:                {:.2}",
         attr_rate / pass_rate
     );
+    let per = |w: &Written| {
+        format!(
+            "{:.2} records, {:.0} bytes",
+            w.records as f64 / events as f64,
+            w.bytes as f64 / events as f64
+        )
+    };
+    let attributor_records: usize = outputs[..4].iter().map(|w| w.records).sum();
+    println!(
+        "  written per input event: attributor {:.2} records (credits: {}; state changelog: {}; order index: {}; dead letters: {}; plus {:.3} progress markers); pass-through: {}",
+        attributor_records as f64 / events as f64,
+        per(&outputs[0]),
+        per(&outputs[1]),
+        per(&outputs[2]),
+        per(&outputs[3]),
+        outputs[0].markers as f64 / events as f64,
+        per(&outputs[4])
+    );
     println!(
         "  state: {visitors} visitors, {:.0} bytes per visitor entry, {:.0} bytes of all state per visitor (changelog encoding, key + value)",
         visitor_bytes as f64 / visitors.max(1) as f64,
@@ -460,6 +494,48 @@ fn latest_changelog(
     topic: &str,
     partitions: i32,
 ) -> anyhow::Result<HashMap<Vec<u8>, Option<Vec<u8>>>> {
+    let mut latest = HashMap::new();
+    read_all(brokers, topic, partitions, |m| {
+        latest.insert(
+            (m.partition(), m.key().unwrap_or_default().to_vec()),
+            m.payload().map(<[u8]>::to_vec),
+        );
+    })?;
+    Ok(latest.into_iter().map(|((_, k), v)| (k, v)).collect())
+}
+
+/// What a run wrote to one topic: committed records (progress markers apart) and their
+/// bytes (key + value).
+#[derive(Debug, Default, Clone, Copy)]
+struct Written {
+    records: usize,
+    bytes: usize,
+    markers: usize,
+}
+
+fn written(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<Written> {
+    let mut w = Written::default();
+    read_all(brokers, topic, partitions, |m| {
+        if m.headers()
+            .is_some_and(|h| h.iter().any(|h| h.key == progress::HEADER))
+        {
+            w.markers += 1;
+        } else {
+            w.records += 1;
+            w.bytes += m.key_len() + m.payload_len();
+        }
+    })?;
+    Ok(w)
+}
+
+/// Reads every committed record of `topic` (read_committed, from the beginning to the
+/// end of each partition), calling `each`.
+fn read_all(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> anyhow::Result<()> {
     let mut config = adapters::read_committed_consumer_config(
         brokers,
         &format!("reader-{topic}"),
@@ -472,7 +548,6 @@ fn latest_changelog(
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let mut latest = HashMap::new();
     let mut ended = std::collections::HashSet::new();
     let deadline = Instant::now() + DEADLINE;
     while ended.len() < usize::try_from(partitions)? {
@@ -482,10 +557,7 @@ fn latest_changelog(
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 ended.remove(&(m.partition()));
-                latest.insert(
-                    (m.partition(), m.key().unwrap_or_default().to_vec()),
-                    m.payload().map(<[u8]>::to_vec),
-                );
+                each(&m);
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 ended.insert(p);
@@ -494,5 +566,5 @@ fn latest_changelog(
             None => {}
         }
     }
-    Ok(latest.into_iter().map(|((_, k), v)| (k, v)).collect())
+    Ok(())
 }
