@@ -27,7 +27,7 @@ use payoff_proto::{
 };
 use payoff_runtime::{
     ServiceError,
-    auth::{IssuedKey, KeyStore, Principal, Role, hash_secret, new_secret},
+    auth::{IssuedKey, KeyStore, Principal, Role, hash_secret, key_creator, new_secret},
 };
 use prost::Message as _;
 use rdkafka::{
@@ -511,31 +511,14 @@ fn issued_key(tenant: &str, req: &v1::PutApiKeyRequest) -> Result<IssuedKey, Ser
             None
         }
     };
-    let creator = match (role, req.creator_id.as_str()) {
-        (Some(Role::Creator), "") => {
-            violations.push(Violation::new(
-                "creator_id",
-                "required",
-                "a creator key names its creator",
-            ));
-            None
-        }
-        (Some(Role::Creator), c) => match CreatorId::parse("creator_id", c) {
-            Ok(c) => Some(c.as_str().to_owned()),
-            Err(v) => {
+    let creator = match role {
+        Some(role) => key_creator(role, Some(&req.creator_id), "creator_id")
+            .unwrap_or_else(|v| {
                 violations.push(v);
                 None
-            }
-        },
-        (_, "") => None,
-        (_, _) => {
-            violations.push(Violation::new(
-                "creator_id",
-                "not_allowed",
-                "only creator keys name a creator",
-            ));
-            None
-        }
+            })
+            .map(|c| c.as_str().to_owned()),
+        None => None,
     };
     match role {
         Some(role) if violations.is_empty() => Ok(IssuedKey {

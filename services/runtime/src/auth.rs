@@ -22,7 +22,10 @@ use std::{
 };
 
 use payoff_adapters::{kafka as adapters, topology};
-use payoff_core::ids::{CreatorId, TenantId};
+use payoff_core::{
+    error::Violation,
+    ids::{CreatorId, TenantId},
+};
 use rdkafka::{
     Message as _, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer as _},
@@ -116,6 +119,30 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// The principal of one key record, checked (`at` names the record in errors).
+/// The creator a key of `role` names (§11): a creator key names exactly one valid creator,
+/// any other key none. The one rule for keys in the key file, in `api-keys` records and in
+/// `Admin.PutApiKey` requests; `field` names the creator field in the violation.
+pub fn key_creator(
+    role: Role,
+    creator: Option<&str>,
+    field: &str,
+) -> Result<Option<CreatorId>, Violation> {
+    match (role, creator.filter(|c| !c.is_empty())) {
+        (Role::Creator, Some(c)) => CreatorId::parse(field, c).map(Some),
+        (Role::Creator, None) => Err(Violation::new(
+            field,
+            "required",
+            "a creator key names its creator",
+        )),
+        (_, Some(_)) => Err(Violation::new(
+            field,
+            "not_allowed",
+            "only creator keys name a creator",
+        )),
+        (_, None) => Ok(None),
+    }
+}
+
 fn principal_of(
     at: &str,
     id: String,
@@ -125,14 +152,8 @@ fn principal_of(
     sha256: &str,
 ) -> Result<(String, Principal), String> {
     let tenant = TenantId::parse(&format!("{at}.tenant"), tenant).map_err(|e| e.to_string())?;
-    let creator = match (role, creator) {
-        (Role::Creator, Some(c)) => {
-            Some(CreatorId::parse(&format!("{at}.creator"), &c).map_err(|e| e.to_string())?)
-        }
-        (Role::Creator, None) => return Err(format!("{at}: a creator key needs \"creator\"")),
-        (_, Some(_)) => return Err(format!("{at}: only creator keys name a creator")),
-        (_, None) => None,
-    };
+    let creator = key_creator(role, creator.as_deref(), &format!("{at}.creator"))
+        .map_err(|v| format!("{v} ({})", v.detail))?;
     let hash = sha256.to_ascii_lowercase();
     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("{at}.sha256 must be 64 hex digits"));
@@ -505,6 +526,26 @@ impl KeyFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_creator_key_names_a_creator_and_it_must_name_one() {
+        let rule = |role, creator| key_creator(role, creator, "creator").map_err(|v| v.rule);
+        assert_eq!(
+            rule(Role::Creator, Some("anna")).map(|c| c.map(|c| c.as_str().to_owned())),
+            Ok(Some("anna".to_owned()))
+        );
+        assert_eq!(rule(Role::Creator, None), Err("required"));
+        assert_eq!(rule(Role::Creator, Some("")), Err("required"));
+        assert_eq!(
+            rule(Role::Creator, Some("an\u{7}na")),
+            Err("control_character")
+        );
+        for role in [Role::Ingest, Role::Read, Role::Admin] {
+            assert_eq!(rule(role, None), Ok(None));
+            assert_eq!(rule(role, Some("")), Ok(None));
+            assert_eq!(rule(role, Some("anna")), Err("not_allowed"));
+        }
+    }
 
     fn metadata(header: &'static str, value: &str) -> MetadataMap {
         let mut m = MetadataMap::new();
