@@ -542,7 +542,8 @@ fn read_all(
         StartFrom::Earliest,
     )?;
     config.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = config.create()?;
+    let consumer: BaseConsumer<payoff_adapters::kafka::QuietEof> =
+        config.create_with_context(payoff_adapters::kafka::QuietEof)?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;

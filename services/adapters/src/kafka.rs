@@ -25,6 +25,31 @@ use rdkafka::producer::{FutureProducer, Producer};
 
 use crate::error::{AdapterError, Result};
 
+/// Logs a librdkafka client error through tracing (a warning; the client retries on its
+/// own), except the end of a partition: consumers that set `enable.partition.eof` asked
+/// to hear about it, and it is no error. rdkafka's default context logs every one of
+/// them at ERROR level.
+pub fn log_client_error(error: &rdkafka::error::KafkaError, reason: &str) {
+    let eof = matches!(error, rdkafka::error::KafkaError::PartitionEOF(_))
+        || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+    if !eof {
+        tracing::warn!(error = %error, reason, "kafka client error");
+    }
+}
+
+/// A consumer context that logs client errors with [`log_client_error`]: for readers that
+/// set `enable.partition.eof` (the end of a partition is no error).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuietEof;
+
+impl rdkafka::client::ClientContext for QuietEof {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        log_client_error(&error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietEof {}
+
 /// How long a transaction may stay open before the broker aborts it; also the upper bound
 /// for the delivery of one record (`message.timeout.ms` must not exceed it).
 pub const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -259,7 +284,50 @@ pub fn partition_counts(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
     use super::*;
+
+    /// Counts the events logged through it.
+    struct Count(Arc<AtomicUsize>);
+
+    impl tracing::Subscriber for Count {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn the_end_of_a_partition_is_not_logged_and_other_client_errors_are() {
+        use rdkafka::error::KafkaError;
+        let logged = Arc::new(AtomicUsize::new(0));
+        tracing::subscriber::with_default(Count(logged.clone()), || {
+            log_client_error(&KafkaError::PartitionEOF(3), "end");
+            log_client_error(
+                &KafkaError::Global(RDKafkaErrorCode::PartitionEOF),
+                "end, as a global error",
+            );
+            assert_eq!(logged.load(Ordering::SeqCst), 0);
+            log_client_error(
+                &KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+                "down",
+            );
+            assert_eq!(logged.load(Ordering::SeqCst), 1);
+        });
+    }
 
     #[test]
     fn producer_config_is_idempotent_and_transactional() {

@@ -97,30 +97,12 @@ struct Context {
 /// How long an assigned partition with lag may deliver nothing before it is reported.
 const STALL_WARN: Duration = Duration::from_secs(30);
 
-/// librdkafka's client errors, logged through tracing; the end of a partition (which
-/// the loop asks to hear about) is not an error.
-fn client_error(error: &KafkaError, reason: &str) {
-    let eof = matches!(error, KafkaError::PartitionEOF(_))
-        || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
-    if !eof {
-        tracing::warn!(error = %error, reason, "kafka client error");
-    }
-}
-
 /// The context of the restore and programs consumers.
-struct Quiet;
-
-impl ClientContext for Quiet {
-    fn error(&self, error: KafkaError, reason: &str) {
-        client_error(&error, reason);
-    }
-}
-
-impl ConsumerContext for Quiet {}
+type Quiet = adapters::QuietEof;
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
-        client_error(&error, reason);
+        adapters::log_client_error(&error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -546,8 +528,9 @@ fn reader(
         // The end of a partition is known when a fetch comes back empty: do not let the
         // broker hold that fetch.
         .set("fetch.wait.max.ms", "10");
-    let consumer: BaseConsumer<Quiet> =
-        config.create_with_context(Quiet).map_err(kafka("reader"))?;
+    let consumer: BaseConsumer<Quiet> = config
+        .create_with_context(adapters::QuietEof)
+        .map_err(kafka("reader"))?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         tpl.add_partition_offset(topic, *p, Offset::Beginning)

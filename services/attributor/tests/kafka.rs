@@ -319,7 +319,8 @@ fn read_all(brokers: &str, topic: &str, at_least: usize, deadline: Instant) -> R
         StartFrom::Earliest,
     )?;
     config.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = config.create()?;
+    let consumer: BaseConsumer<payoff_adapters::kafka::QuietEof> =
+        config.create_with_context(payoff_adapters::kafka::QuietEof)?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;

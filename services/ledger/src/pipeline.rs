@@ -97,7 +97,11 @@ struct Context {
     changes: std::sync::Mutex<mpsc::Sender<Change>>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        adapters::log_client_error(&error, reason);
+    }
+}
 
 impl ConsumerContext for Context {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -138,7 +142,7 @@ fn kafka(op: &'static str) -> impl FnOnce(KafkaError) -> LedgerError {
 
 /// Reads the `programs` topic to its end, then follows it.
 pub struct ProgramFeed {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<adapters::QuietEof>,
     catalog: Option<Arc<RwLock<Catalog>>>,
 }
 
@@ -154,7 +158,9 @@ impl ProgramFeed {
         config
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "10");
-        let consumer: BaseConsumer = config.create().map_err(kafka("programs reader"))?;
+        let consumer: BaseConsumer<adapters::QuietEof> = config
+            .create_with_context(adapters::QuietEof)
+            .map_err(kafka("programs reader"))?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Beginning)
             .map_err(kafka("programs assignment"))?;

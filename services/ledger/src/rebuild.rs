@@ -83,8 +83,8 @@ pub async fn rebuild(
         )
         .map_err(|e| LedgerError::Kafka(e.to_string()))?;
         config.set("enable.partition.eof", "true");
-        let consumer: StreamConsumer = config
-            .create()
+        let consumer: StreamConsumer<adapters::QuietEof> = config
+            .create_with_context(adapters::QuietEof)
             .map_err(|e| LedgerError::Kafka(format!("rebuild reader: {e}")))?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&topics.credits, p, Offset::Beginning)

@@ -466,7 +466,7 @@ enum Poll {
 
 /// A reader of the `api-keys` topic (one partition) from its beginning.
 struct KeyFeed {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<adapters::QuietEof>,
     read: std::cell::Cell<usize>,
 }
 
@@ -481,8 +481,8 @@ impl KeyFeed {
         config
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "50");
-        let consumer: BaseConsumer = config
-            .create()
+        let consumer: BaseConsumer<adapters::QuietEof> = config
+            .create_with_context(adapters::QuietEof)
             .map_err(|e| KeyFeedError(format!("consumer: {e}")))?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Beginning)
