@@ -808,39 +808,45 @@ async fn query_phase(args: &Args) -> anyhow::Result<QueryFigures> {
         marks: Arc::new((marks_session, marks_read)),
     };
     let mut figures = Vec::new();
-    for query in [Query::Balance, Query::Page] {
-        // Warm up connections and caches a little, unmeasured.
-        drive(
-            &targets,
-            query,
-            &creators,
-            args.concurrency,
-            Duration::from_secs(1),
-            None,
-        )
-        .await?;
-        eprintln!(
-            "queries: {query:?}, {} clients as fast as they can, {} s",
-            args.concurrency,
-            args.duration.as_secs_f64()
-        );
-        let max = drive(
-            &targets,
-            query,
-            &creators,
-            args.concurrency,
-            args.duration,
-            None,
-        )
-        .await?;
-        // Half the saturated rate, then each stated rate: every client paced together.
-        let paced = std::iter::once(("paced at half that".to_owned(), max.per_sec / 2.0)).chain(
-            args.rates
-                .iter()
-                .map(|&rate| (format!("paced at {rate:.0}/s"), rate)),
-        );
-        let mut runs = vec![("as fast as they can".to_owned(), max)];
-        for (how, rate) in paced.collect::<Vec<_>>() {
+    // The queries: as fast as the clients can, then paced at half that rate, then at each
+    // stated rate. The floors (what any answer costs before the query's own work): at the
+    // stated rates only.
+    for query in [Query::Balance, Query::Page, Query::Health, Query::Marks] {
+        let mut runs = Vec::new();
+        let mut paced: Vec<(String, f64)> = args
+            .rates
+            .iter()
+            .map(|&rate| (format!("paced at {rate:.0}/s"), rate))
+            .collect();
+        if matches!(query, Query::Balance | Query::Page) {
+            // Warm up connections and caches a little, unmeasured.
+            drive(
+                &targets,
+                query,
+                &creators,
+                args.concurrency,
+                Duration::from_secs(1),
+                None,
+            )
+            .await?;
+            eprintln!(
+                "queries: {query:?}, {} clients as fast as they can, {} s",
+                args.concurrency,
+                args.duration.as_secs_f64()
+            );
+            let max = drive(
+                &targets,
+                query,
+                &creators,
+                args.concurrency,
+                args.duration,
+                None,
+            )
+            .await?;
+            paced.insert(0, ("paced at half that".to_owned(), max.per_sec / 2.0));
+            runs.push(("as fast as they can".to_owned(), max));
+        }
+        for (how, rate) in paced {
             eprintln!(
                 "queries: {query:?}, {} clients {how} ({rate:.0} requests/s in all), {} s",
                 args.concurrency,
@@ -856,29 +862,6 @@ async fn query_phase(args: &Args) -> anyhow::Result<QueryFigures> {
             )
             .await?;
             runs.push((how, run));
-        }
-        figures.push(runs);
-    }
-    // The floors, at the stated rates only: what any answer costs before the query's own
-    // work.
-    for query in [Query::Health, Query::Marks] {
-        let mut runs = Vec::new();
-        for &rate in &args.rates {
-            eprintln!(
-                "queries: floor {query:?}, {} clients paced at {rate:.0}/s, {} s",
-                args.concurrency,
-                args.duration.as_secs_f64()
-            );
-            let run = drive(
-                &targets,
-                query,
-                &creators,
-                args.concurrency,
-                args.duration,
-                Some(rate),
-            )
-            .await?;
-            runs.push((format!("paced at {rate:.0}/s"), run));
         }
         figures.push(runs);
     }
