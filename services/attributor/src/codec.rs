@@ -107,6 +107,19 @@ pub enum Entry {
     /// The newest event time the tenant's reorder buffer has seen (its watermark plus the
     /// grace): a restored task judges lateness as the task before it did.
     Watermark,
+    /// The event ids first seen in one transaction, written once as one record (one record
+    /// each would be a third of what the attributor writes) and removed when the newest of
+    /// them expires. `id` is the xxh3-128 of the record's value.
+    SeenBatch {
+        /// The newest event time in the batch.
+        newest: Timestamp,
+        /// The batch's id.
+        id: u128,
+    },
+    /// Where the last expiry sweep cut the state (event time): a restore sweeps there as
+    /// the task did, so seen ids that expired from a batch still in the changelog are
+    /// forgotten again.
+    SeenHorizon,
 }
 
 /// A changelog key: tenant and entry.
@@ -127,6 +140,10 @@ pub enum ChangelogValue {
     Index(ConversionRecord),
     /// The newest event time seen.
     Watermark(Timestamp),
+    /// The digests of event ids first seen in one transaction, with their event times.
+    SeenBatch(Vec<(u128, Timestamp)>),
+    /// The event time the last expiry sweep cut at.
+    SeenHorizon(Timestamp),
 }
 
 /// Encodes a changelog key.

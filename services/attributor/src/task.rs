@@ -24,7 +24,7 @@ use std::{
 use payoff_adapters::topology;
 use payoff_core::{
     attribution::{
-        self, AttributionState, ConversionKey, ConversionRecord, Fact, Skip, StateKey,
+        self, AttributionState, ConversionKey, ConversionRecord, Fact, Skip, StateEntry, StateKey,
         reorder::ReorderBuffer,
     },
     event::{Event, Payload},
@@ -348,6 +348,18 @@ struct TenantState {
     reported: Option<Timestamp>,
     /// The buffer's newest event time as last written to (or restored from) the changelog.
     persisted_newest: Option<Timestamp>,
+    /// Event ids first seen since the last changelog flush (digest, event time): the next
+    /// flush writes them as one batch record.
+    pending_seen: Vec<(u128, Timestamp)>,
+    /// The batch records in the changelog, by (newest event time, id): a sweep past the
+    /// newest removes the record.
+    seen_batches: BTreeSet<(Timestamp, u128)>,
+    /// Seen ids restored from single records (written before batches): each gets its
+    /// tombstone when it expires.
+    single_seen: FastSet<u128>,
+    /// Where the last expiry sweep cut, and where the changelog last heard of it.
+    horizon: Option<Timestamp>,
+    horizon_written: Option<Timestamp>,
 }
 
 /// What the task's parts share while one tenant's state is borrowed.
@@ -685,6 +697,37 @@ impl Task {
                     payload: newest.map(|t| codec::changelog_value(&ChangelogValue::Watermark(t))),
                 });
             }
+            // The sweep's cut before the batch: what the batch holds outlived it.
+            if let Some(horizon) = state.horizon
+                && state.horizon_written != Some(horizon)
+            {
+                state.horizon_written = Some(horizon);
+                out.push(Output::Changelog {
+                    key: codec::changelog_key(&ChangelogKey {
+                        tenant: tenant.clone(),
+                        entry: Entry::SeenHorizon,
+                    }),
+                    payload: Some(codec::changelog_value(&ChangelogValue::SeenHorizon(
+                        horizon,
+                    ))),
+                });
+            }
+            if !state.pending_seen.is_empty() {
+                let batch = std::mem::take(&mut state.pending_seen);
+                let newest = batch.iter().map(|(_, at)| *at).max();
+                let payload = codec::changelog_value(&ChangelogValue::SeenBatch(batch));
+                let id = xxhash_rust::xxh3::xxh3_128(&payload);
+                if let Some(newest) = newest {
+                    state.seen_batches.insert((newest, id));
+                    out.push(Output::Changelog {
+                        key: codec::changelog_key(&ChangelogKey {
+                            tenant: tenant.clone(),
+                            entry: Entry::SeenBatch { newest, id },
+                        }),
+                        payload: Some(payload),
+                    });
+                }
+            }
         }
         for key in self.book.dirty.drain() {
             let value = self
@@ -693,7 +736,8 @@ impl Task {
                 .and_then(|s| match &key.entry {
                     Entry::State(k) => s.attribution.entry(*k).map(ChangelogValue::State),
                     Entry::Index(k) => s.index.get(k).cloned().map(ChangelogValue::Index),
-                    Entry::Watermark => None,
+                    // Only ever dirty to be removed.
+                    Entry::Watermark | Entry::SeenBatch { .. } | Entry::SeenHorizon => None,
                 });
             out.push(Output::Changelog {
                 key: codec::changelog_key(&key),
@@ -708,9 +752,35 @@ impl Task {
         let state = self.tenants.entry(key.tenant).or_default();
         match (key.entry, value) {
             (Entry::State(k), Some(ChangelogValue::State(v))) => {
+                if let StateKey::Seen(d) = k {
+                    state.single_seen.insert(d);
+                }
                 state.attribution.restore(k, Some(v));
             }
-            (Entry::State(k), None) => state.attribution.restore(k, None),
+            (Entry::State(k), None) => {
+                if let StateKey::Seen(d) = k {
+                    state.single_seen.remove(&d);
+                }
+                state.attribution.restore(k, None);
+            }
+            (Entry::SeenBatch { newest, id }, Some(ChangelogValue::SeenBatch(batch))) => {
+                for (d, at) in batch {
+                    state
+                        .attribution
+                        .restore(StateKey::Seen(d), Some(StateEntry::Seen(at)));
+                }
+                state.seen_batches.insert((newest, id));
+            }
+            (Entry::SeenBatch { newest, id }, None) => {
+                state.seen_batches.remove(&(newest, id));
+            }
+            // The task swept here: sweep what is restored so far alike.
+            (Entry::SeenHorizon, Some(ChangelogValue::SeenHorizon(horizon))) => {
+                state.attribution.expire(horizon);
+                state.horizon = Some(horizon);
+                state.horizon_written = Some(horizon);
+            }
+            (Entry::SeenHorizon, None) => {}
             (Entry::Index(k), Some(ChangelogValue::Index(r))) => {
                 state.index.insert(k, r);
             }
@@ -837,12 +907,52 @@ fn expire(
     *due = at.plus(EXPIRY_EVERY);
     // From the time of the event being decided, as `Engine` does.
     let before = at.minus(history.retention());
-    state.attribution.expire_tracked(before, |k| {
+    let TenantState {
+        attribution,
+        pending_seen,
+        seen_batches,
+        single_seen,
+        horizon,
+        ..
+    } = state;
+    attribution.expire_tracked(before, |k| {
+        // A seen id of a batch goes with its batch (and the horizon says it went).
+        if let StateKey::Seen(d) = k
+            && !single_seen.remove(&d)
+        {
+            return;
+        }
         book.dirty.insert(ChangelogKey {
             tenant: tenant.clone(),
             entry: Entry::State(k),
         });
     });
+    pending_seen.retain(|(_, at)| *at >= before);
+    while let Some(&(newest, id)) = seen_batches.first()
+        && newest < before
+    {
+        seen_batches.pop_first();
+        book.dirty.insert(ChangelogKey {
+            tenant: tenant.clone(),
+            entry: Entry::SeenBatch { newest, id },
+        });
+    }
+    *horizon = Some(before);
+}
+
+/// Notes for the changelog what applying `fact` changed: a seen id joins this
+/// transaction's batch; any other key is written as it stands at the flush.
+fn note_change(tenant: &TenantId, state: &mut TenantState, book: &mut Book, fact: &Fact) {
+    match (fact, StateKey::changed_by(fact)) {
+        (Fact::Seen { at, .. }, Some(StateKey::Seen(d))) => state.pending_seen.push((d, *at)),
+        (_, Some(k)) => {
+            book.dirty.insert(ChangelogKey {
+                tenant: tenant.clone(),
+                entry: Entry::State(k),
+            });
+        }
+        (_, None) => {}
+    }
 }
 
 /// Decides and applies one released event, as `Engine::process` does; a correction whose
@@ -916,12 +1026,7 @@ fn process(
     let mut result = None;
     for fact in &facts {
         attribution::apply(&mut state.attribution, fact);
-        if let Some(k) = StateKey::changed_by(fact) {
-            book.dirty.insert(ChangelogKey {
-                tenant: tenant.clone(),
-                entry: Entry::State(k),
-            });
-        }
+        note_change(tenant, state, book, fact);
         match fact {
             Fact::Indexed { key, record } => {
                 let text = match key {
@@ -1030,12 +1135,7 @@ fn time_out_waiting(
             at: w.event.occurred_at,
         };
         attribution::apply(&mut state.attribution, &seen);
-        if let Some(k) = StateKey::changed_by(&seen) {
-            book.dirty.insert(ChangelogKey {
-                tenant: tenant.clone(),
-                entry: Entry::State(k),
-            });
-        }
+        note_change(tenant, state, book, &seen);
         book.held[w.held.source.index()].remove(&w.held.offset);
         book.stats.add(type_index(&w.event.payload), DEAD_LETTERED);
         let raw = w.held.raw.unwrap_or(Raw {

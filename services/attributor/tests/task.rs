@@ -1287,3 +1287,141 @@ fn a_restored_task_keeps_its_predecessors_watermark() {
         "the order's last click before it arrived late"
     );
 }
+
+/// The seen ids of a transaction go to the changelog as one batch record, not one record
+/// each. A restore forgets what the task had forgotten: an id that expired while the rest
+/// of its batch is still kept (the restore sweeps where the task swept) and the ids of a
+/// batch removed whole, while an old id sent again after the sweep is remembered. Either
+/// way, the restored task and the task it replaces judge every id alike.
+#[test]
+fn seen_ids_are_written_in_batches_and_restored_exactly_across_expiry() {
+    let f = Fixture::load();
+    let settings = Settings::default();
+    let retention = f.history.retention();
+    let t0 = Timestamp(1_793_613_600_000); // 2026-11-02T10:00:00Z
+    let at = |offset: Duration| t0.plus(offset).to_string();
+    let offer = |task: &mut Task, offset: i64, input: &Input, out: &mut Vec<Output>| {
+        let (source, key) = route(input).unwrap();
+        task.offer(&f.programs, record(source, offset, &key, input), out);
+        task.pump(&f.programs, true, out);
+    };
+    let changelog = |task: &mut Task, log: &mut Vec<Output>| {
+        let start = log.len();
+        task.flush_changelog(log);
+        log[start..]
+            .iter()
+            .map(|o| match o {
+                Output::Changelog { key, payload } => {
+                    codec::changelog_from(Some(key), payload.as_deref()).unwrap()
+                }
+                other => panic!("not a changelog record: {other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    // a and d are decided in one transaction (f releases d), b in the next; c's sweep
+    // (released by e) cuts at t0 + 2 h: a and b expire, d and f stay.
+    let a = click("a", &at(Duration(0)), "va", "anna-spring");
+    let d = click("d", &at(Duration::hours(3)), "vd", "ben-spring");
+    let f_ = click("f", &at(Duration::hours(4)), "vf", "chloe-skin");
+    let b = click("b", &at(Duration::hours(1)), "vb", "chloe-skin");
+    let past = Duration(retention.0 + Duration::hours(2).0);
+    let c = click("c", &at(past), "vc", "anna-spring");
+    let e = click("e", &at(Duration(past.0 + 60_000)), "ve", "ben-spring");
+
+    let mut task = Task::new(0, settings);
+    let mut out = Vec::new();
+    let mut log = Vec::new();
+    offer(&mut task, 0, &a, &mut out);
+    offer(&mut task, 1, &d, &mut out);
+    offer(&mut task, 2, &f_, &mut out);
+    let first = changelog(&mut task, &mut log);
+    let batches: Vec<_> = first
+        .iter()
+        .filter_map(|(k, v)| match (&k.entry, v) {
+            (codec::Entry::SeenBatch { .. }, Some(codec::ChangelogValue::SeenBatch(ids))) => {
+                Some(ids.len())
+            }
+            _ => None,
+        })
+        .collect();
+    let singles = first
+        .iter()
+        .filter(|(k, _)| {
+            matches!(
+                k.entry,
+                codec::Entry::State(payoff_core::attribution::StateKey::Seen(_))
+            )
+        })
+        .count();
+    assert_eq!(
+        (batches, singles),
+        (vec![2], 0),
+        "two seen ids, one record: {first:?}"
+    );
+    offer(&mut task, 3, &b, &mut out);
+    changelog(&mut task, &mut log);
+    offer(&mut task, 4, &c, &mut out);
+    offer(&mut task, 5, &e, &mut out);
+    let swept = changelog(&mut task, &mut log);
+    assert!(
+        swept
+            .iter()
+            .any(|(k, v)| matches!(k.entry, codec::Entry::SeenBatch { .. }) && v.is_none()),
+        "b's batch is removed whole: {swept:?}"
+    );
+    // b, sent again after the sweep, is new and remembered from now on.
+    offer(&mut task, 6, &b, &mut out);
+    changelog(&mut task, &mut log);
+    task.take_stats();
+
+    // The changelog as written, and as compaction leaves it (the latest record per key,
+    // where it stood; removed keys gone).
+    let compacted: Vec<Output> = {
+        let mut latest = BTreeMap::new();
+        for (i, o) in log.iter().enumerate() {
+            let Output::Changelog { key, .. } = o else {
+                unreachable!()
+            };
+            latest.insert(key.clone(), i);
+        }
+        let keep: BTreeSet<usize> = latest.into_values().collect();
+        log.iter()
+            .enumerate()
+            .filter(|(i, o)| {
+                keep.contains(i)
+                    && matches!(
+                        o,
+                        Output::Changelog {
+                            payload: Some(_),
+                            ..
+                        }
+                    )
+            })
+            .map(|(_, o)| o.clone())
+            .collect()
+    };
+    let judged = |task: &mut Task| {
+        let mut out = Vec::new();
+        for (offset, input) in [(7, &a), (8, &b), (9, &d), (10, &f_), (11, &c)] {
+            offer(task, offset, input, &mut out);
+        }
+        let mut stats: Vec<_> = task.take_stats().iter().collect();
+        stats.sort_unstable();
+        (stats, credit_kinds(&out))
+    };
+    let mut from_log = restored(0, settings, &log);
+    let mut from_compacted = restored(0, settings, &compacted);
+    let want = judged(&mut task);
+    // b (sent again), d, f and c are remembered; a expired from a batch that stays.
+    assert!(want.0.contains(&("click", "duplicate", 4)), "{want:?}");
+    assert_eq!(
+        judged(&mut from_log),
+        want,
+        "restored from the changelog as written"
+    );
+    assert_eq!(
+        judged(&mut from_compacted),
+        want,
+        "restored from the compacted changelog"
+    );
+}
