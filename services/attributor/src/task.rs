@@ -828,11 +828,19 @@ impl Task {
             .sum()
     }
 
-    /// Changelog bytes of the whole state (an encoding of every entry; a scan).
+    /// Changelog bytes of the whole state (an encoding of every entry; a scan). Seen ids
+    /// count as the batches they are written in: their share of the batch values, and the
+    /// keys of the batches kept.
     pub fn state_bytes(&self) -> usize {
         let mut bytes = 0;
         for (tenant, s) in &self.tenants {
+            let mut seen = Vec::new();
             for k in s.attribution.keys() {
+                if let (StateKey::Seen(d), Some(StateEntry::Seen(at))) = (k, s.attribution.entry(k))
+                {
+                    seen.push((d, at));
+                    continue;
+                }
                 let key = ChangelogKey {
                     tenant: tenant.clone(),
                     entry: Entry::State(k),
@@ -841,6 +849,16 @@ impl Task {
                 if let Some(v) = s.attribution.entry(k) {
                     bytes += codec::changelog_value(&ChangelogValue::State(v)).len();
                 }
+            }
+            if !seen.is_empty() {
+                bytes += codec::changelog_value(&ChangelogValue::SeenBatch(seen)).len();
+            }
+            if let Some(&(newest, id)) = s.seen_batches.first() {
+                let key = ChangelogKey {
+                    tenant: tenant.clone(),
+                    entry: Entry::SeenBatch { newest, id },
+                };
+                bytes += codec::changelog_key(&key).len() * s.seen_batches.len();
             }
             for (k, r) in &s.index {
                 let key = ChangelogKey {
