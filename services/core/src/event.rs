@@ -203,7 +203,7 @@ pub struct Event {
 pub enum Payload {
     Click(Click),
     Signup(Signup),
-    Order(Order),
+    Order(Box<Order>),
     Adjustment(Adjustment),
     LeadStatus(LeadStatusChange),
     Engagement(Engagement),
@@ -536,7 +536,7 @@ fn validate_payload(c: &mut Checks, p: &RawPayload) -> Option<Payload> {
                 promo_code: promo_code?,
             }))
         }
-        RawPayload::Order(o) => validate_order(c, o).map(Payload::Order),
+        RawPayload::Order(o) => validate_order(c, o).map(|o| Payload::Order(Box::new(o))),
         RawPayload::Adjustment(a) => {
             let order = c.id("adjustment.order_id", &a.order_id, OrderId::parse);
             if a.kind.is_none() {
