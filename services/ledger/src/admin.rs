@@ -512,12 +512,16 @@ fn issued_key(tenant: &str, req: &v1::PutApiKeyRequest) -> Result<IssuedKey, Ser
         }
     };
     let creator = match role {
-        Some(role) => key_creator(role, Some(&req.creator_id), "creator_id")
-            .unwrap_or_else(|v| {
-                violations.push(v);
-                None
-            })
-            .map(|c| c.as_str().to_owned()),
+        Some(role) => key_creator(
+            role,
+            Some(req.creator_id.as_str()).filter(|c| !c.is_empty()),
+            "creator_id",
+        )
+        .unwrap_or_else(|v| {
+            violations.push(v);
+            None
+        })
+        .map(|c| c.as_str().to_owned()),
         None => None,
     };
     match role {

@@ -121,13 +121,14 @@ pub fn hash_secret(secret: &str) -> String {
 /// The principal of one key record, checked (`at` names the record in errors).
 /// The creator a key of `role` names (§11): a creator key names exactly one valid creator,
 /// any other key none. The one rule for keys in the key file, in `api-keys` records and in
-/// `Admin.PutApiKey` requests; `field` names the creator field in the violation.
+/// `Admin.PutApiKey` requests (where an empty field is no creator); `field` names the
+/// creator field in the violation.
 pub fn key_creator(
     role: Role,
     creator: Option<&str>,
     field: &str,
 ) -> Result<Option<CreatorId>, Violation> {
-    match (role, creator.filter(|c| !c.is_empty())) {
+    match (role, creator) {
         (Role::Creator, Some(c)) => CreatorId::parse(field, c).map(Some),
         (Role::Creator, None) => Err(Violation::new(
             field,
@@ -542,7 +543,7 @@ mod tests {
         );
         for role in [Role::Ingest, Role::Read, Role::Admin] {
             assert_eq!(rule(role, None), Ok(None));
-            assert_eq!(rule(role, Some("")), Ok(None));
+            assert_eq!(rule(role, Some("")), Err("not_allowed"));
             assert_eq!(rule(role, Some("anna")), Err("not_allowed"));
         }
     }
