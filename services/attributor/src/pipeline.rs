@@ -97,9 +97,6 @@ struct Context {
 /// How long an assigned partition with lag may deliver nothing before it is reported.
 const STALL_WARN: Duration = Duration::from_secs(30);
 
-/// The context of the restore and programs consumers.
-type Quiet = adapters::QuietEof;
-
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
         adapters::log_client_error(&error, reason);
@@ -519,7 +516,7 @@ fn reader(
     client: &str,
     topic: &str,
     partitions: &[i32],
-) -> Result<BaseConsumer<Quiet>, AttributorError> {
+) -> Result<BaseConsumer<adapters::QuietEof>, AttributorError> {
     let mut config =
         adapters::read_committed_consumer_config(brokers, client, adapters::StartFrom::Earliest)
             .map_err(|e| AttributorError::Kafka(e.to_string()))?;
@@ -528,7 +525,7 @@ fn reader(
         // The end of a partition is known when a fetch comes back empty: do not let the
         // broker hold that fetch.
         .set("fetch.wait.max.ms", "10");
-    let consumer: BaseConsumer<Quiet> = config
+    let consumer: BaseConsumer<adapters::QuietEof> = config
         .create_with_context(adapters::QuietEof)
         .map_err(kafka("reader"))?;
     let mut tpl = TopicPartitionList::new();
@@ -577,7 +574,7 @@ pub fn restore(
             .map_err(kafka("changelog end"))?;
         ends.insert(*p, high);
     }
-    let reached = |consumer: &BaseConsumer<Quiet>, p: i32| -> bool {
+    let reached = |consumer: &BaseConsumer<adapters::QuietEof>, p: i32| -> bool {
         let end = ends.get(&p).copied().unwrap_or_default();
         end == 0
             || consumer.position().is_ok_and(|tpl| {
@@ -682,7 +679,7 @@ fn wall_millis() -> i64 {
 
 /// Reads the `programs` topic to its end, then keeps following it.
 struct ProgramFeed {
-    consumer: BaseConsumer<Quiet>,
+    consumer: BaseConsumer<adapters::QuietEof>,
 }
 
 impl ProgramFeed {
