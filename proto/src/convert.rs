@@ -84,86 +84,93 @@ pub fn to_duration(d: Duration) -> pbjson_types::Duration {
     }
 }
 
-fn raw_money(m: &Option<v1::Money>) -> Option<RawMoney> {
-    m.as_ref().map(|m| RawMoney {
-        amount: m.amount.clone(),
-        currency: m.currency.clone(),
+fn raw_money(m: Option<v1::Money>) -> Option<RawMoney> {
+    m.map(|m| RawMoney {
+        amount: m.amount,
+        currency: m.currency,
     })
 }
 
 impl From<&v1::Event> for RawEvent {
     fn from(e: &v1::Event) -> Self {
-        let context = e.context.clone().unwrap_or_default();
+        Self::from(e.clone())
+    }
+}
+
+/// Moves the decoded strings instead of copying them (the attributor's hot path).
+impl From<v1::Event> for RawEvent {
+    fn from(e: v1::Event) -> Self {
+        let context = e.context.unwrap_or_default();
         Self {
-            event_id: e.event_id.clone(),
+            event_id: e.event_id,
             occurred_at: e.occurred_at.as_ref().map(timestamp),
-            customer_id: e.customer_id.clone(),
+            customer_id: e.customer_id,
             ip_hash: context.ip_hash,
             user_agent_hash: context.user_agent_hash,
-            payload: e.payload.as_ref().map(raw_payload),
+            payload: e.payload.map(raw_payload),
         }
     }
 }
 
-fn raw_payload(p: &v1::event::Payload) -> RawPayload {
+fn raw_payload(p: v1::event::Payload) -> RawPayload {
     use v1::event::Payload as P;
     match p {
         P::Click(c) => {
-            let utm = c.utm.clone().unwrap_or_default();
+            let utm = c.utm.unwrap_or_default();
             RawPayload::Click(RawClick {
-                visitor_id: c.visitor_id.clone(),
-                link_code: c.link_code.clone(),
-                creator_id: c.creator_id.clone(),
-                campaign_id: c.campaign_id.clone(),
+                visitor_id: c.visitor_id,
+                link_code: c.link_code,
+                creator_id: c.creator_id,
+                campaign_id: c.campaign_id,
                 utm_source: utm.source,
                 utm_medium: utm.medium,
                 utm_campaign: utm.campaign,
                 utm_content: utm.content,
                 utm_term: utm.term,
-                landing_url: c.landing_url.clone(),
-                referrer: c.referrer.clone(),
+                landing_url: c.landing_url,
+                referrer: c.referrer,
             })
         }
         P::Signup(s) => RawPayload::Signup(RawSignup {
-            visitor_id: s.visitor_id.clone(),
-            lead_id: s.lead_id.clone(),
-            email_hash: s.email_hash.clone(),
-            promo_code: s.promo_code.clone(),
+            visitor_id: s.visitor_id,
+            lead_id: s.lead_id,
+            email_hash: s.email_hash,
+            promo_code: s.promo_code,
         }),
         P::Order(o) => RawPayload::Order(RawOrder {
-            visitor_id: o.visitor_id.clone(),
-            order_id: o.order_id.clone(),
-            amount: raw_money(&o.amount),
-            tax: raw_money(&o.tax),
-            shipping: raw_money(&o.shipping),
+            visitor_id: o.visitor_id,
+            order_id: o.order_id,
+            amount: raw_money(o.amount),
+            tax: raw_money(o.tax),
+            shipping: raw_money(o.shipping),
             line_items: o
                 .line_items
-                .iter()
+                .into_iter()
                 .map(|l| RawLineItem {
-                    sku: l.sku.clone(),
-                    category: l.category.clone(),
+                    sku: l.sku,
+                    category: l.category,
                     quantity: l.quantity,
-                    unit_price: l.unit_price.clone(),
+                    unit_price: l.unit_price,
                 })
                 .collect(),
-            promo_codes: o.promo_codes.clone(),
-            renewal_of: o.renewal_of.clone(),
+            promo_codes: o.promo_codes,
+            renewal_of: o.renewal_of,
             first_order: o.first_order,
-            email_hash: o.email_hash.clone(),
+            email_hash: o.email_hash,
         }),
         P::Adjustment(a) => RawPayload::Adjustment(RawAdjustment {
-            order_id: a.order_id.clone(),
+            order_id: a.order_id,
             kind: match v1::AdjustmentKind::try_from(a.kind) {
                 Ok(v1::AdjustmentKind::Refund) => Some(AdjustmentKind::Refund),
                 Ok(v1::AdjustmentKind::Cancel) => Some(AdjustmentKind::Cancel),
                 Ok(v1::AdjustmentKind::Chargeback) => Some(AdjustmentKind::Chargeback),
                 _ => None,
             },
-            amount: raw_money(&a.amount),
-            reason: a.reason.clone(),
+            amount: raw_money(a.amount),
+            reason: a.reason,
         }),
         P::LeadStatus(l) => RawPayload::LeadStatus(RawLeadStatus {
-            lead_id: l.lead_id.clone(),
+            lead_id: l.lead_id,
             qualified: match v1::LeadQualification::try_from(l.status) {
                 Ok(v1::LeadQualification::Qualified) => Some(true),
                 Ok(v1::LeadQualification::Rejected) => Some(false),
@@ -171,10 +178,10 @@ fn raw_payload(p: &v1::event::Payload) -> RawPayload {
             },
         }),
         P::Engagement(e) => RawPayload::Engagement(RawEngagement {
-            creator_id: e.creator_id.clone(),
-            campaign_id: e.campaign_id.clone(),
-            post_id: e.post_id.clone(),
-            platform: e.platform.clone(),
+            creator_id: e.creator_id,
+            campaign_id: e.campaign_id,
+            post_id: e.post_id,
+            platform: e.platform,
             views: e.views,
             likes: e.likes,
             comments: e.comments,

@@ -221,7 +221,7 @@ fn pass_through(
             }
             let group = consumer.group_metadata().context("group metadata")?;
             producer.send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))?;
-            producer.commit_transaction(Duration::from_secs(30))?;
+            adapters::commit_transaction(&producer, Duration::from_secs(30))?;
             in_txn = false;
         }
     }
@@ -331,6 +331,7 @@ async fn main() -> anyhow::Result<()> {
         correction_wall_wait: Duration::from_secs(3600),
         max_idle: Duration::from_secs(2),
         quiet_release: Duration::ZERO,
+        threads: 0,
         drain_timeout: Duration::from_secs(20),
         log_format: LogFormat::Text,
         log: "warn".into(), // logging is set up above (RUST_LOG)

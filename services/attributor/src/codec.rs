@@ -5,7 +5,7 @@
 
 use payoff_core::{
     Rejection,
-    attribution::{ConversionKey, ConversionRecord, StateEntry, StateKey},
+    attribution::{ConversionKey, ConversionRecord, StateEntry, StateEntryRef, StateKey},
     credit::Credit,
     event::{Event, RawEvent},
     ids::TenantId,
@@ -63,7 +63,7 @@ pub fn event(payload: Option<&[u8]>, now: Timestamp) -> Result<(TenantId, Event)
     }
     let tenant = TenantId::parse("tenant_id", &proto.tenant_id)
         .map_err(|v| DecodeError::Invalid(Rejection::from(v)))?;
-    let event = Event::validate(&RawEvent::from(&proto), now).map_err(DecodeError::Invalid)?;
+    let event = Event::validate(&RawEvent::from(proto), now).map_err(DecodeError::Invalid)?;
     Ok((tenant, event))
 }
 
@@ -146,6 +146,22 @@ pub enum ChangelogValue {
     SeenHorizon(Timestamp),
 }
 
+/// A borrowed [`ChangelogValue`] of the state or the index: it encodes to the same bytes
+/// (same enum, same variants at the same places), without copying what it borrows.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename = "ChangelogValue")]
+pub enum ChangelogValueRef<'a> {
+    /// An attribution-state entry.
+    State(StateEntryRef<'a>),
+    /// An index record.
+    Index(&'a ConversionRecord),
+}
+
+/// Encodes a borrowed changelog value (the bytes [`changelog_value`] gives the owned one).
+pub fn changelog_value_ref(value: ChangelogValueRef<'_>) -> Vec<u8> {
+    postcard::to_stdvec(&value).unwrap_or_else(|e| unreachable!("postcard into a Vec: {e}"))
+}
+
 /// Encodes a changelog key.
 pub fn changelog_key(key: &ChangelogKey) -> Vec<u8> {
     postcard::to_stdvec(key).unwrap_or_else(|e| unreachable!("postcard into a Vec: {e}"))
@@ -170,4 +186,81 @@ pub fn changelog_from(
         .map(|v| postcard::from_bytes(v).map_err(undecodable))
         .transpose()?;
     Ok((key, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use payoff_core::{
+        attribution::{Touch, VisitorState},
+        ids::{CampaignId, CreatorId, EventId, LinkCode},
+    };
+
+    use super::*;
+
+    fn id<T>(parse: fn(&str, &str) -> Result<T, payoff_core::Violation>, text: &str) -> T {
+        parse("id", text).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn a_borrowed_value_encodes_to_the_bytes_of_the_owned_one() {
+        let creator = id(CreatorId::parse, "cr-1");
+        let campaign = id(CampaignId::parse, "ca-1");
+        let visitor = VisitorState {
+            touches: [Touch {
+                click: id(EventId::parse, "e-1"),
+                at: Timestamp(1_000),
+                creator: creator.clone(),
+                campaign: campaign.clone(),
+                fraud: None,
+            }]
+            .into(),
+            paid_clicks: vec![(
+                creator,
+                campaign,
+                Some(id(LinkCode::parse, "l-1")),
+                Timestamp(2_000),
+            )],
+            has_ordered: true,
+        };
+        let record = ConversionRecord {
+            event: id(EventId::parse, "o-1"),
+            at: Timestamp(3_000),
+            config_version: 4,
+            credits: Vec::new(),
+            gross: None,
+            refunded: "0.25".parse().unwrap_or_else(|e| panic!("{e}")),
+            adjustments: vec![id(EventId::parse, "a-1")],
+        };
+        let pairs = [
+            (
+                ChangelogValueRef::State(StateEntryRef::Visitor(&visitor)),
+                ChangelogValue::State(StateEntry::Visitor(visitor.clone())),
+            ),
+            (
+                ChangelogValueRef::State(StateEntryRef::Seen(Timestamp(5))),
+                ChangelogValue::State(StateEntry::Seen(Timestamp(5))),
+            ),
+            (
+                ChangelogValueRef::State(StateEntryRef::Ip {
+                    minute: 7,
+                    clicks: 3,
+                }),
+                ChangelogValue::State(StateEntry::Ip {
+                    minute: 7,
+                    clicks: 3,
+                }),
+            ),
+            (
+                ChangelogValueRef::Index(&record),
+                ChangelogValue::Index(record.clone()),
+            ),
+        ];
+        for (borrowed, owned) in pairs {
+            let bytes = changelog_value_ref(borrowed);
+            assert_eq!(bytes, changelog_value(&owned), "{owned:?}");
+            let decoded: ChangelogValue =
+                postcard::from_bytes(&bytes).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(decoded, owned);
+        }
+    }
 }

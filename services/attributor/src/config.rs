@@ -89,6 +89,9 @@ pub struct Config {
     /// not known to be at its end before going on without it.
     #[arg(long, env = "PAYOFF_ATTRIBUTOR_MAX_IDLE", value_parser = humantime_duration, default_value = "2s")]
     pub max_idle: Duration,
+    /// Threads the tasks (one per input partition owned) run on; 0: one per CPU.
+    #[arg(long, env = "PAYOFF_ATTRIBUTOR_THREADS", default_value_t = 0)]
+    pub threads: usize,
     /// Time allowed for finishing the open transaction and leaving the group on shutdown.
     #[arg(long, env = "PAYOFF_DRAIN_TIMEOUT", value_parser = humantime_duration, default_value = "20s")]
     pub drain_timeout: Duration,

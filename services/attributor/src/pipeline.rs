@@ -1,15 +1,18 @@
 //! The Kafka side: one consumer in the attributor group, one transactional producer,
 //! and the tasks of the partition numbers this instance owns.
 //!
-//! The loop, on one thread (the work is CPU-bound and every Kafka call here blocks):
+//! The loop, on one thread that owns the consumer and the transaction (every Kafka call
+//! here blocks):
 //! 1. serve the consumer's main queue (rebalances, errors) and the `programs` topic;
-//! 2. drain each assigned input partition's own queue into its task (a queue per
-//!    partition, so an input's end of partition is known and the merge need not wait
-//!    for it);
-//! 3. let each task merge and process, sending credits, index records and dead letters
-//!    into the open transaction;
-//! 4. every `batch_records` records or `batch_interval`, append the changelog, send the
-//!    tasks' offsets with the group metadata (`send_offsets_to_transaction`) and commit.
+//! 2. drain each assigned input partition's own queue into its task's pending list (a
+//!    queue per partition, so an input's end of partition is known and the merge need
+//!    not wait for it);
+//! 3. let every task, on the pool (`--threads`; a task on one thread at a time, tasks
+//!    side by side), decode what is pending, merge and process, and send its credits,
+//!    index records and dead letters into the open transaction;
+//! 4. every `batch_records` records or `batch_interval`, append the changelog (tasks on
+//!    the pool again), send the tasks' offsets with the group metadata
+//!    (`send_offsets_to_transaction`) and commit.
 //!
 //! On revocation the open transaction is committed first (inside the rebalance
 //! callback), so no work of a revoked partition is ever left uncommitted; on assignment
@@ -31,6 +34,7 @@ use payoff_adapters::{
 use payoff_core::ids::TenantId;
 use payoff_proto::{convert, v1};
 use prost::Message as _;
+use rayon::prelude::*;
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
     consumer::base_consumer::PartitionQueue,
@@ -63,27 +67,57 @@ struct Worker {
     topics: Topics,
     brokers: String,
     settings: Settings,
-    tasks: BTreeMap<i32, Task>,
+    tasks: BTreeMap<i32, Lane>,
     programs: Programs,
+    /// The threads the tasks run on (tasks are independent: each partition's on one).
+    pool: rayon::ThreadPool,
     in_txn: bool,
     records: usize,
     opened: Instant,
-    outputs: Vec<Output>,
-    /// Credits' event times of the open transaction (latency at commit).
-    credit_times: Vec<i64>,
     timeout: Duration,
     /// Set when the assignment changed (the loop re-splits partition queues).
     reassigned: bool,
     /// Why the loop must stop (set by a callback).
     failed: Option<AttributorError>,
-    /// Since when each task's merge has waited for an empty input.
-    blocked: BTreeMap<i32, Instant>,
     ready: Ready,
     /// Partitions of the input topics (tasks) and of `credits` (where markers go).
     sources: u32,
     credit_partitions: i32,
-    /// Progress of one task, reused at every commit.
+}
+
+/// One task and what the loop holds for it between its turns on the pool.
+struct Lane {
+    task: Task,
+    /// What the partition queues delivered since the task's last turn, in order.
+    pending: Vec<Pending>,
+    /// What the task's last turn asked to write.
+    outputs: Vec<Output>,
+    /// Credits' event times of the open transaction (latency at commit).
+    credit_times: Vec<i64>,
+    /// Since when the task's merge has waited for an empty input.
+    blocked: Option<Instant>,
+    /// The task's progress, reused at every commit.
     progress: Vec<(TenantId, payoff_core::time::Timestamp)>,
+}
+
+impl Lane {
+    fn new(task: Task) -> Self {
+        Self {
+            task,
+            pending: Vec::new(),
+            outputs: Vec::new(),
+            credit_times: Vec::new(),
+            blocked: None,
+            progress: Vec::new(),
+        }
+    }
+}
+
+/// What a partition queue delivered: a record, or the end of an input (kept in order
+/// with the records: an end before a record would be undone by it).
+enum Pending {
+    Record(Record),
+    End(Source),
 }
 
 /// The consumer's context: rebalances go through the worker.
@@ -163,8 +197,9 @@ impl ConsumerContext for Context {
         }
         let revoked: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         for p in revoked {
+            // Records fetched and not yet offered go with it: their offsets are not
+            // committed, so the next owner reads them again.
             w.tasks.remove(&p);
-            w.blocked.remove(&p);
         }
         metrics::gauge!(m::TASKS).set(w.tasks.len() as f64);
         w.reassigned = true;
@@ -191,7 +226,7 @@ impl ConsumerContext for Context {
         match restore(&w.brokers, &w.topics.attributor_changelog, &new, w.settings) {
             Ok((tasks, _)) => {
                 for task in tasks {
-                    w.tasks.insert(task.partition(), task);
+                    w.tasks.insert(task.partition(), Lane::new(task));
                 }
             }
             Err(e) => {
@@ -235,10 +270,6 @@ fn topic_of(topics: &Topics, source: Source) -> &str {
 }
 
 impl Worker {
-    fn topic(&self, source: Source) -> &str {
-        topic_of(&self.topics, source)
-    }
-
     fn begin(&mut self) -> Result<(), AttributorError> {
         if !self.in_txn {
             self.producer
@@ -251,25 +282,20 @@ impl Worker {
         Ok(())
     }
 
+    /// Takes a record from an input partition's queue; its task decodes it on its next
+    /// turn.
     fn offer(&mut self, source: Source, msg: &BorrowedMessage<'_>) -> Result<(), AttributorError> {
         self.begin()?;
         self.records += 1;
-        let record = Record {
-            source,
-            offset: msg.offset(),
-            timestamp: msg.timestamp().to_millis(),
-            key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().map(<[u8]>::to_vec),
-        };
         let partition = msg.partition();
-        let Self {
-            tasks,
-            programs,
-            outputs,
-            ..
-        } = self;
-        match tasks.get_mut(&partition) {
-            Some(task) => task.offer(programs, record, outputs),
+        match self.tasks.get_mut(&partition) {
+            Some(lane) => lane.pending.push(Pending::Record(Record {
+                source,
+                offset: msg.offset(),
+                timestamp: msg.timestamp().to_millis(),
+                key: msg.key().map(<[u8]>::to_vec),
+                payload: msg.payload().map(<[u8]>::to_vec),
+            })),
             None => tracing::warn!(
                 partition,
                 "record for a partition this instance does not own"
@@ -278,122 +304,54 @@ impl Worker {
         Ok(())
     }
 
-    /// Merges and processes what the tasks hold, and sends the outputs.
+    /// Notes, in order with its records, that an input of a partition is read to its end.
+    fn at_end(&mut self, partition: i32, source: Source) {
+        if let Some(lane) = self.tasks.get_mut(&partition) {
+            lane.pending.push(Pending::End(source));
+        }
+    }
+
+    /// Gives every task a turn on the pool (take what was delivered, merge, process),
+    /// then sends what they asked to write.
     fn pump(&mut self, max_idle: Duration) -> Result<(), AttributorError> {
         let now = Instant::now();
         let wall = payoff_core::time::Timestamp(wall_millis());
         let Self {
             tasks,
             programs,
-            outputs,
-            blocked,
+            pool,
             ..
         } = self;
-        let mut advanced = false;
-        for (p, task) in tasks.iter_mut() {
-            task.set_clock(wall, outputs);
-            let force = blocked
-                .get(p)
-                .is_some_and(|since| now.duration_since(*since) >= max_idle);
-            let merged = task.pump(programs, force, outputs);
-            if task.advance_quiet(programs, wall, outputs) {
-                // The markers of the moved watermarks go out with the next commit.
-                advanced = true;
-            }
-            // The idle clock runs only while the task can merge nothing at all: an input
-            // that is merely slower than the others (a backlog fetched in turns) is waited
-            // for, not overtaken.
-            if merged > 0 || task.queued() == 0 {
-                blocked.remove(p);
-            } else {
-                blocked.entry(*p).or_insert(now);
-            }
-        }
-        if advanced {
+        let programs = &*programs;
+        let advanced = pool.install(|| {
+            tasks
+                .par_iter_mut()
+                .map(|(_, lane)| lane.turn(programs, now, wall, max_idle))
+                .reduce(|| false, |a, b| a || b)
+        });
+        // The markers of moved watermarks go out with the next commit; outputs of held
+        // events released by time alone (no new record) open a transaction too.
+        if advanced || self.tasks.values().any(|lane| !lane.outputs.is_empty()) {
             self.begin()?;
         }
         self.send_outputs()
     }
 
+    /// Sends every task's outputs (each task's in order, the tasks in parallel).
     fn send_outputs(&mut self) -> Result<(), AttributorError> {
-        if self.outputs.is_empty() {
-            return Ok(());
-        }
-        // Outputs of held events released by time alone (no new record) open one too.
-        self.begin()?;
-        let outputs = std::mem::take(&mut self.outputs);
-        for output in &outputs {
-            self.send(output)?;
-        }
-        self.outputs = outputs;
-        self.outputs.clear();
-        Ok(())
-    }
-
-    fn send(&mut self, output: &Output) -> Result<(), AttributorError> {
-        let record = match output {
-            Output::Credit {
-                key,
-                payload,
-                occurred_at,
-                kind,
-            } => {
-                metrics::counter!(m::CREDITS, "kind" => *kind).increment(1);
-                self.credit_times.push(occurred_at.millis());
-                record(&self.topics.credits, Some(key.as_bytes()), Some(payload))
-            }
-            Output::Index { key, payload } => record(
-                &self.topics.order_index,
-                Some(key.as_bytes()),
-                Some(payload),
-            ),
-            Output::LedgerInput { key, kind, payload } => {
-                record(&self.topics.credits, Some(key.as_bytes()), Some(payload)).headers(
-                    OwnedHeaders::new().insert(Header {
-                        key: topology::INPUT_HEADER,
-                        value: Some(*kind),
-                    }),
-                )
-            }
-            Output::Changelog { .. } => {
-                unreachable!("changelog records are sent by commit, with their partition")
-            }
-            Output::DeadLetter {
-                source,
-                offset,
-                key,
-                payload,
-                reason,
-                detail,
-            } => {
-                metrics::counter!(m::DEAD_LETTERS, "reason" => *reason).increment(1);
-                tracing::warn!(source = source.name(), offset, reason, detail = %detail, "record dead-lettered");
-                let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: "payoff-reason",
-                        value: Some(*reason),
-                    })
-                    .insert(Header {
-                        key: "payoff-detail",
-                        value: Some(detail.as_str()),
-                    })
-                    .insert(Header {
-                        key: "payoff-source-topic",
-                        value: Some(self.topic(*source)),
-                    })
-                    .insert(Header {
-                        key: "payoff-source-offset",
-                        value: Some(&offset.to_string()),
-                    })
-                    .insert(Header {
-                        key: "payoff-service",
-                        value: Some("attributor"),
-                    });
-                record(&self.topics.dead_letter, key.as_deref(), payload.as_deref())
-                    .headers(headers)
-            }
-        };
-        produce(&self.producer, record)
+        let Self {
+            tasks,
+            producer,
+            topics,
+            pool,
+            ..
+        } = self;
+        let (producer, topics) = (&*producer, &*topics);
+        pool.install(|| {
+            tasks
+                .par_iter_mut()
+                .try_for_each(|(_, lane)| lane.send_outputs(producer, topics))
+        })
     }
 
     /// Appends the changelog, sends the offsets and commits the open transaction.
@@ -402,58 +360,36 @@ impl Worker {
             return Ok(());
         }
         let started = Instant::now();
-        self.send_outputs()?;
-        let mut offsets = TopicPartitionList::new();
-        let mut changelog = Vec::new();
-        for (p, task) in &mut self.tasks {
-            self.progress.clear();
-            task.progress(&mut self.progress);
-            for (tenant, before) in &self.progress {
-                let marker = Progress {
-                    tenant: tenant.as_str().to_owned(),
-                    source: u32::try_from(*p).unwrap_or_default(),
-                    sources: self.sources,
-                    before: before.millis(),
-                }
-                .encode();
-                for partition in 0..self.credit_partitions {
-                    let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topics.credits)
-                        .payload(marker.as_slice())
-                        .partition(partition)
-                        .headers(OwnedHeaders::new().insert(Header {
-                            key: progress::HEADER,
-                            value: Some("1"),
-                        }));
-                    produce(&self.producer, record)?;
-                }
-            }
-            changelog.clear();
-            task.flush_changelog(&mut changelog);
-            for output in &changelog {
-                if let Output::Changelog { key, payload } = output {
-                    let mut record: BaseRecord<'_, [u8], [u8]> =
-                        BaseRecord::to(&self.topics.attributor_changelog)
-                            .key(key.as_slice())
-                            .partition(*p);
-                    if let Some(payload) = payload {
-                        record = record.payload(payload.as_slice());
-                    }
-                    produce(&self.producer, record)?;
+        let Self {
+            tasks,
+            producer,
+            topics,
+            pool,
+            sources,
+            credit_partitions,
+            ..
+        } = self;
+        let (producer, topics, sources, credit_partitions) =
+            (&*producer, &*topics, *sources, *credit_partitions);
+        let staged = pool.install(|| {
+            tasks.par_iter_mut().try_for_each(|(p, lane)| {
+                lane.stage_commit(*p, producer, topics, sources, credit_partitions)
+            })
+        });
+        let result = staged.and_then(|()| {
+            let mut offsets = TopicPartitionList::new();
+            for (p, lane) in &self.tasks {
+                for (source, offset) in lane.task.offsets() {
+                    offsets
+                        .add_partition_offset(
+                            topic_of(&self.topics, source),
+                            *p,
+                            Offset::Offset(offset),
+                        )
+                        .map_err(kafka("offset list"))?;
                 }
             }
-            for (source, offset) in task.offsets() {
-                let topic = topic_of(&self.topics, source);
-                offsets
-                    .add_partition_offset(topic, *p, Offset::Offset(offset))
-                    .map_err(kafka("offset list"))?;
-            }
-            let stats = task.take_stats();
-            for (kind, result, n) in stats.iter() {
-                metrics::counter!(m::RECORDS, "type" => kind, "result" => result).increment(n);
-            }
-        }
-        let staged = started.elapsed();
-        let result = (|| {
+            let staged = started.elapsed();
             if offsets.count() > 0 {
                 let group = consumer
                     .group_metadata()
@@ -467,10 +403,9 @@ impl Worker {
                 offsets_ms = started.elapsed().as_millis() as u64,
                 "offsets sent"
             );
-            self.producer
-                .commit_transaction(self.timeout)
+            adapters::commit_transaction(&self.producer, self.timeout)
                 .map_err(kafka("commit transaction"))
-        })();
+        });
         self.in_txn = false;
         if let Err(e) = result {
             metrics::counter!(m::ABORTS).increment(1);
@@ -488,8 +423,11 @@ impl Worker {
         metrics::counter!(m::COMMITS).increment(1);
         metrics::histogram!(m::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
         let now = wall_millis();
-        for at in self.credit_times.drain(..) {
-            metrics::histogram!(m::ATTRIBUTION_LATENCY).record((now - at).max(0) as f64 / 1_000.0);
+        for lane in self.tasks.values_mut() {
+            for at in lane.credit_times.drain(..) {
+                metrics::histogram!(m::ATTRIBUTION_LATENCY)
+                    .record((now - at).max(0) as f64 / 1_000.0);
+            }
         }
         Ok(())
     }
@@ -500,13 +438,180 @@ impl Worker {
             return Ok(());
         }
         self.in_txn = false;
-        self.outputs.clear();
-        self.credit_times.clear();
+        for lane in self.tasks.values_mut() {
+            lane.outputs.clear();
+            lane.credit_times.clear();
+        }
         metrics::counter!(m::ABORTS).increment(1);
         self.producer
             .abort_transaction(self.timeout)
             .map_err(kafka("abort transaction"))
     }
+}
+
+impl Lane {
+    /// One turn of the task: offer what was delivered, merge and process. True when a
+    /// quiet partition's watermark moved.
+    fn turn(
+        &mut self,
+        programs: &Programs,
+        now: Instant,
+        wall: payoff_core::time::Timestamp,
+        max_idle: Duration,
+    ) -> bool {
+        for pending in self.pending.drain(..) {
+            match pending {
+                Pending::Record(record) => self.task.offer(programs, record, &mut self.outputs),
+                Pending::End(source) => self.task.set_at_end(source, true),
+            }
+        }
+        self.task.set_clock(wall, &mut self.outputs);
+        let force = self
+            .blocked
+            .is_some_and(|since| now.duration_since(since) >= max_idle);
+        let merged = self.task.pump(programs, force, &mut self.outputs);
+        let advanced = self.task.advance_quiet(programs, wall, &mut self.outputs);
+        // The idle clock runs only while the task can merge nothing at all: an input that
+        // is merely slower than the others (a backlog fetched in turns) is waited for,
+        // not overtaken.
+        if merged > 0 || self.task.queued() == 0 {
+            self.blocked = None;
+        } else {
+            self.blocked.get_or_insert(now);
+        }
+        advanced
+    }
+
+    fn send_outputs(&mut self, producer: &Kafka, topics: &Topics) -> Result<(), AttributorError> {
+        for output in self.outputs.drain(..) {
+            send(producer, topics, &mut self.credit_times, &output)?;
+        }
+        Ok(())
+    }
+
+    /// This task's part of a commit: its last outputs, its progress markers, its
+    /// changelog and its counters.
+    fn stage_commit(
+        &mut self,
+        p: i32,
+        producer: &Kafka,
+        topics: &Topics,
+        sources: u32,
+        credit_partitions: i32,
+    ) -> Result<(), AttributorError> {
+        self.send_outputs(producer, topics)?;
+        self.progress.clear();
+        self.task.progress(&mut self.progress);
+        for (tenant, before) in &self.progress {
+            let marker = Progress {
+                tenant: tenant.as_str().to_owned(),
+                source: u32::try_from(p).unwrap_or_default(),
+                sources,
+                before: before.millis(),
+            }
+            .encode();
+            for partition in 0..credit_partitions {
+                let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topics.credits)
+                    .payload(marker.as_slice())
+                    .partition(partition)
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: progress::HEADER,
+                        value: Some("1"),
+                    }));
+                produce(producer, record)?;
+            }
+        }
+        self.task.flush_changelog(&mut self.outputs);
+        for output in self.outputs.drain(..) {
+            if let Output::Changelog { key, payload } = output {
+                let mut record: BaseRecord<'_, [u8], [u8]> =
+                    BaseRecord::to(&topics.attributor_changelog)
+                        .key(key.as_slice())
+                        .partition(p);
+                if let Some(payload) = &payload {
+                    record = record.payload(payload.as_slice());
+                }
+                produce(producer, record)?;
+            }
+        }
+        let stats = self.task.take_stats();
+        for (kind, result, n) in stats.iter() {
+            metrics::counter!(m::RECORDS, "type" => kind, "result" => result).increment(n);
+        }
+        Ok(())
+    }
+}
+
+/// The transactional producer.
+type Kafka = ThreadedProducer<DefaultProducerContext>;
+
+/// Sends one output into the open transaction.
+fn send(
+    producer: &Kafka,
+    topics: &Topics,
+    credit_times: &mut Vec<i64>,
+    output: &Output,
+) -> Result<(), AttributorError> {
+    let record = match output {
+        Output::Credit {
+            key,
+            payload,
+            occurred_at,
+            kind,
+        } => {
+            metrics::counter!(m::CREDITS, "kind" => *kind).increment(1);
+            credit_times.push(occurred_at.millis());
+            record(&topics.credits, Some(key.as_bytes()), Some(payload))
+        }
+        Output::Index { key, payload } => {
+            record(&topics.order_index, Some(key.as_bytes()), Some(payload))
+        }
+        Output::LedgerInput { key, kind, payload } => {
+            record(&topics.credits, Some(key.as_bytes()), Some(payload)).headers(
+                OwnedHeaders::new().insert(Header {
+                    key: topology::INPUT_HEADER,
+                    value: Some(*kind),
+                }),
+            )
+        }
+        Output::Changelog { .. } => {
+            unreachable!("changelog records are sent by the commit, with their partition")
+        }
+        Output::DeadLetter {
+            source,
+            offset,
+            key,
+            payload,
+            reason,
+            detail,
+        } => {
+            metrics::counter!(m::DEAD_LETTERS, "reason" => *reason).increment(1);
+            tracing::warn!(source = source.name(), offset, reason, detail = %detail, "record dead-lettered");
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "payoff-reason",
+                    value: Some(*reason),
+                })
+                .insert(Header {
+                    key: "payoff-detail",
+                    value: Some(detail.as_str()),
+                })
+                .insert(Header {
+                    key: "payoff-source-topic",
+                    value: Some(topic_of(topics, *source)),
+                })
+                .insert(Header {
+                    key: "payoff-source-offset",
+                    value: Some(&offset.to_string()),
+                })
+                .insert(Header {
+                    key: "payoff-service",
+                    value: Some("attributor"),
+                });
+            record(&topics.dead_letter, key.as_deref(), payload.as_deref()).headers(headers)
+        }
+    };
+    produce(producer, record)
 }
 
 /// A read_committed consumer of `partitions` of `topic` from their beginning, outside any
@@ -751,7 +856,7 @@ fn mark_ends(
     p: i32,
     w: &mut Worker,
 ) {
-    let Some(task) = w.tasks.get(&p) else {
+    let Some(task) = w.tasks.get(&p).map(|lane| &lane.task) else {
         return;
     };
     // Where this task's reading of each input stands: after the last record it was
@@ -798,7 +903,7 @@ fn mark_ends(
             ends.push(*source);
         }
     }
-    if let Some(task) = w.tasks.get_mut(&p) {
+    if let Some(task) = w.tasks.get_mut(&p).map(|lane| &mut lane.task) {
         for source in ends {
             task.set_at_end(source, true);
         }
@@ -817,14 +922,14 @@ fn warn_if_stuck(
     w: &mut Worker,
     warned: &mut BTreeMap<i32, Instant>,
 ) {
-    let Some(since) = w.blocked.get(&p) else {
+    let Some(since) = w.tasks.get(&p).and_then(|lane| lane.blocked) else {
         return;
     };
     if since.elapsed() < STUCK_WARN || warned.get(&p).is_some_and(|t| t.elapsed() < STUCK_WARN) {
         return;
     }
     warned.insert(p, Instant::now());
-    let Some(task) = w.tasks.get(&p) else {
+    let Some(task) = w.tasks.get(&p).map(|lane| &lane.task) else {
         return;
     };
     let positions = consumer.position().ok();
@@ -934,6 +1039,16 @@ pub fn run_blocking(
         quiet_release: millis(config.quiet_release),
         ..Settings::default()
     };
+    let threads = if config.threads == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        config.threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("payoff-task-{i}"))
+        .build()
+        .map_err(|e| AttributorError::Thread(format!("task threads: {e}")))?;
     let worker = Arc::new(Mutex::new(Worker {
         producer,
         topics: topics.clone(),
@@ -944,16 +1059,13 @@ pub fn run_blocking(
         in_txn: false,
         records: 0,
         opened: Instant::now(),
-        outputs: Vec::new(),
-        credit_times: Vec::new(),
         timeout: config.transaction_timeout,
         reassigned: false,
         failed: None,
-        blocked: BTreeMap::new(),
         ready,
         sources: u32::try_from(sources).unwrap_or_default(),
         credit_partitions,
-        progress: Vec::new(),
+        pool,
     }));
 
     let mut consumer_config: ClientConfig = adapters::read_committed_consumer_config(
@@ -1085,9 +1197,7 @@ pub fn run_blocking(
                         }
                     }
                     Some(Err(KafkaError::PartitionEOF(_))) => {
-                        if let Some(task) = w.tasks.get_mut(partition) {
-                            task.set_at_end(*source, true);
-                        }
+                        w.at_end(*partition, *source);
                         break;
                     }
                     Some(Err(e)) => {
@@ -1113,9 +1223,12 @@ pub fn run_blocking(
         if end_checked.elapsed() >= END_CHECK_EVERY {
             end_checked = Instant::now();
             let stuck: Vec<i32> = w
-                .blocked
+                .tasks
                 .iter()
-                .filter(|(_, since)| since.elapsed() >= END_CHECK_EVERY)
+                .filter(|(_, lane)| {
+                    lane.blocked
+                        .is_some_and(|since| since.elapsed() >= END_CHECK_EVERY)
+                })
                 .map(|(p, _)| *p)
                 .collect();
             for p in stuck {
@@ -1131,8 +1244,8 @@ pub fn run_blocking(
         }
         if state_measured.is_none_or(|at| at.elapsed() >= STATE_EVERY) {
             state_measured = Some(Instant::now());
-            let visitors: usize = w.tasks.values().map(Task::visitors).sum();
-            let bytes: usize = w.tasks.values().map(Task::state_bytes).sum();
+            let visitors: usize = w.tasks.values().map(|l| l.task.visitors()).sum();
+            let bytes: usize = w.tasks.values().map(|l| l.task.state_bytes()).sum();
             metrics::gauge!(m::STATE_VISITORS).set(visitors as f64);
             metrics::gauge!(m::STATE_BYTES).set(bytes as f64);
         }
@@ -1143,7 +1256,7 @@ pub fn run_blocking(
             loop_stats.2 += 1;
         }
         if loop_stats_at.elapsed() >= Duration::from_secs(1) {
-            let blocked: usize = w.tasks.values().map(Task::queued).sum();
+            let blocked: usize = w.tasks.values().map(|l| l.task.queued()).sum();
             tracing::trace!(
                 iterations = loop_stats.0,
                 records = loop_stats.1,

@@ -33,7 +33,9 @@ use payoff_core::{
     time::{Duration, Timestamp},
 };
 
-use crate::codec::{self, ChangelogKey, ChangelogValue, DecodeError, Entry, IndexRecord};
+use crate::codec::{
+    self, ChangelogKey, ChangelogValue, ChangelogValueRef, DecodeError, Entry, IndexRecord,
+};
 
 /// The hasher of the task's maps (foldhash: several times faster than SipHash on the
 /// short ids every event carries; nothing observable iterates these maps in hash order
@@ -734,14 +736,14 @@ impl Task {
                 .tenants
                 .get(&key.tenant)
                 .and_then(|s| match &key.entry {
-                    Entry::State(k) => s.attribution.entry(*k).map(ChangelogValue::State),
-                    Entry::Index(k) => s.index.get(k).cloned().map(ChangelogValue::Index),
+                    Entry::State(k) => s.attribution.entry_ref(*k).map(ChangelogValueRef::State),
+                    Entry::Index(k) => s.index.get(k).map(ChangelogValueRef::Index),
                     // Only ever dirty to be removed.
                     Entry::Watermark | Entry::SeenBatch { .. } | Entry::SeenHorizon => None,
                 });
             out.push(Output::Changelog {
                 key: codec::changelog_key(&key),
-                payload: value.as_ref().map(codec::changelog_value),
+                payload: value.map(codec::changelog_value_ref),
             });
         }
     }

@@ -40,6 +40,35 @@ pub enum StateEntry {
     },
 }
 
+/// A borrowed [`StateEntry`]: it serializes exactly as the entry it borrows (same enum
+/// and variants), so a service can write the current entry without copying it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename = "StateEntry")]
+pub enum StateEntryRef<'a> {
+    /// When the event id was seen.
+    Seen(Timestamp),
+    /// What is remembered of the visitor.
+    Visitor(&'a VisitorState),
+    /// The minute counted and the clicks in it.
+    Ip {
+        /// Minute index since the epoch.
+        minute: i64,
+        /// Clicks counted in that minute.
+        clicks: u32,
+    },
+}
+
+impl StateEntryRef<'_> {
+    /// The owned entry.
+    pub fn to_owned(self) -> StateEntry {
+        match self {
+            Self::Seen(at) => StateEntry::Seen(at),
+            Self::Visitor(v) => StateEntry::Visitor(v.clone()),
+            Self::Ip { minute, clicks } => StateEntry::Ip { minute, clicks },
+        }
+    }
+}
+
 impl StateKey {
     /// The key a fact changes when applied, if any.
     pub fn changed_by(fact: &Fact) -> Option<Self> {
@@ -60,13 +89,18 @@ impl StateKey {
 impl AttributionState {
     /// The current entry of a key; `None` when the state has none (write a tombstone).
     pub fn entry(&self, key: StateKey) -> Option<StateEntry> {
+        self.entry_ref(key).map(StateEntryRef::to_owned)
+    }
+
+    /// [`AttributionState::entry`], borrowed.
+    pub fn entry_ref(&self, key: StateKey) -> Option<StateEntryRef<'_>> {
         match key {
-            StateKey::Seen(d) => self.seen.get(&d).copied().map(StateEntry::Seen),
-            StateKey::Visitor(d) => self.visitors.get(&d).cloned().map(StateEntry::Visitor),
+            StateKey::Seen(d) => self.seen.get(&d).copied().map(StateEntryRef::Seen),
+            StateKey::Visitor(d) => self.visitors.get(&d).map(StateEntryRef::Visitor),
             StateKey::Ip(d) => self
                 .ip_minutes
                 .get(&d)
-                .map(|&(minute, clicks)| StateEntry::Ip { minute, clicks }),
+                .map(|&(minute, clicks)| StateEntryRef::Ip { minute, clicks }),
         }
     }
 

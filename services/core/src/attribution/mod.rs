@@ -19,7 +19,7 @@ pub mod changelog;
 pub mod models;
 pub mod reorder;
 
-pub use changelog::{StateEntry, StateKey};
+pub use changelog::{StateEntry, StateEntryRef, StateKey};
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
