@@ -485,3 +485,61 @@ async fn an_aborted_consume_produce_moves_no_offsets_and_publishes_nothing() -> 
     );
     Ok(())
 }
+
+/// `kafka::commit_transaction` on a producer that reports failed deliveries only (as the
+/// attributor's does): records still in flight when it is called are delivered and
+/// committed, so a read_committed consumer sees every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_transaction_commits_records_still_in_flight() -> Result<()> {
+    let brokers = fixture::kafka_brokers();
+    let topic = fixture::unique_name("payoff-it-commit");
+    kafka::ensure_topics(
+        &brokers,
+        &[TopicSpec::new(&topic, PARTITIONS, 1)],
+        Duration::from_secs(30),
+    )
+    .await?;
+    let written = records("in-flight", 0..3_000);
+    let (brokers2, topic2, to_write) = (brokers.clone(), topic.clone(), written.clone());
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut config = kafka::transactional_producer_config(
+            &brokers2,
+            &fixture::unique_name("payoff-it-commit-txn"),
+            TXN_TIMEOUT,
+        )?;
+        config
+            .set("linger.ms", "50")
+            .set("delivery.report.only.error", "true");
+        let producer: rdkafka::producer::ThreadedProducer<
+            rdkafka::producer::DefaultProducerContext,
+        > = config.create().context("create producer")?;
+        producer
+            .init_transactions(INIT_TIMEOUT)
+            .context("init transactions")?;
+        producer.begin_transaction().context("begin transaction")?;
+        for (partition, key, value) in &to_write {
+            producer
+                .send(
+                    rdkafka::producer::BaseRecord::to(&topic2)
+                        .partition(*partition)
+                        .key(key)
+                        .payload(value),
+                )
+                .map_err(|(e, _)| e)
+                .context("enqueue record")?;
+        }
+        kafka::commit_transaction(&producer, TXN_TIMEOUT).context("commit transaction")?;
+        Ok(())
+    })
+    .await
+    .context("producer thread")??;
+
+    let group = fixture::unique_name("payoff-it-commit-group");
+    let consumer = kafka::read_committed_consumer(&brokers, &group, StartFrom::Earliest)?;
+    consumer.subscribe(&[&topic]).context("subscribe")?;
+    let seen = receive(&consumer, written.len(), Instant::now() + PHASE_TIMEOUT).await?;
+    let mut want: Vec<String> = written.into_iter().map(|(_, _, v)| v).collect();
+    want.sort();
+    assert_eq!(sorted_values(&seen), want);
+    Ok(())
+}
