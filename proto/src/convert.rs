@@ -20,7 +20,7 @@
 //! - `entry`: ledger entries, their causes and notes;
 //! - `wire`: field-level helpers both share (money, decimals, ids, period labels).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use payoff_core::{
@@ -328,7 +328,7 @@ pub fn program(p: &v1::Program) -> Result<Program, Rejection> {
                 campaign: campaign?,
             })
         };
-    let mut links = HashMap::new();
+    let mut links = payoff_core::IdMap::default();
     for (i, l) in p.links.iter().enumerate() {
         let field = format!("links[{i}]");
         let code = problems.take(LinkCode::parse(&format!("{field}.code"), &l.code));
@@ -339,7 +339,7 @@ pub fn program(p: &v1::Program) -> Result<Program, Rejection> {
             links.insert(code, t);
         }
     }
-    let mut promo_codes = HashMap::new();
+    let mut promo_codes = payoff_core::IdMap::default();
     for (i, c) in p.promo_codes.iter().enumerate() {
         let field = format!("promo_codes[{i}]");
         let code = problems.take(PromoCode::parse(&format!("{field}.code"), &c.code));

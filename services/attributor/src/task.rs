@@ -1151,7 +1151,7 @@ fn time_out_waiting(
             state.waiting.remove(&key);
         }
         let seen = Fact::Seen {
-            event: w.event.id.clone(),
+            event: attribution::digest(w.event.id.as_str()),
             at: w.event.occurred_at,
         };
         attribution::apply(&mut state.attribution, &seen);

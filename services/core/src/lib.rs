@@ -44,5 +44,8 @@ pub use error::{Rejection, Violation};
 pub(crate) type FastHash = foldhash::fast::RandomState;
 /// A `HashMap` with [`FastHash`].
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, FastHash>;
+/// A `HashMap` keyed by ids, with the core's fast hasher (the program's link and promo
+/// code lookups, one per click or conversion).
+pub type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 /// A `HashSet` with [`FastHash`].
 pub(crate) type FastSet<T> = std::collections::HashSet<T, FastHash>;

@@ -6,7 +6,7 @@
 //! in force when it happens to be processed.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     sync::Arc,
 };
 
@@ -281,9 +281,9 @@ pub struct Program {
     /// Creators by id.
     pub creators: BTreeMap<CreatorId, Creator>,
     /// Tracking links by code.
-    pub links: HashMap<LinkCode, Target>,
+    pub links: crate::IdMap<LinkCode, Target>,
     /// Promo codes (upper-cased) by code.
-    pub promo_codes: HashMap<PromoCode, Target>,
+    pub promo_codes: crate::IdMap<PromoCode, Target>,
 }
 
 impl Program {

@@ -73,11 +73,12 @@ impl StateKey {
     /// The key a fact changes when applied, if any.
     pub fn changed_by(fact: &Fact) -> Option<Self> {
         match fact {
-            Fact::Seen { event, .. } => Some(Self::Seen(digest(event.as_str()))),
-            Fact::IpClick { ip_hash, .. } => Some(Self::Ip(digest(ip_hash))),
-            Fact::Touched { visitor, .. }
-            | Fact::Ordered { visitor }
-            | Fact::Credited(Credit {
+            Fact::Seen { event, .. } => Some(Self::Seen(*event)),
+            Fact::IpClick { ip, .. } => Some(Self::Ip(*ip)),
+            Fact::Touched { visitor, .. } | Fact::Ordered { visitor } => {
+                Some(Self::Visitor(*visitor))
+            }
+            Fact::Credited(Credit {
                 kind: CreditKind::Click { visitor, .. },
                 ..
             }) => Some(Self::Visitor(digest(visitor.as_str()))),
@@ -163,18 +164,18 @@ mod tests {
 
     #[test]
     fn restoring_every_changed_entry_rebuilds_the_state() {
-        let visitor = id(VisitorId::parse, "v1");
+        let visitor = digest(id(VisitorId::parse, "v1").as_str());
         let facts = vec![
             Fact::Seen {
-                event: id(EventId::parse, "e1"),
+                event: digest(id(EventId::parse, "e1").as_str()),
                 at: Timestamp(1_000),
             },
             Fact::IpClick {
-                ip_hash: "ip".into(),
+                ip: digest("ip"),
                 minute: 0,
             },
             Fact::Touched {
-                visitor: visitor.clone(),
+                visitor,
                 touch: Touch {
                     click: id(EventId::parse, "e1"),
                     at: Timestamp(1_000),

@@ -120,10 +120,10 @@ pub struct AttributionState {
 }
 
 /// 128 bits that stand for an id in [`AttributionState`]'s maps.
-type Digest = u128;
+pub type Digest = u128;
 
 /// The 128-bit xxh3 of an id: as unique as the derived ids, which are the same hash.
-fn digest(id: &str) -> Digest {
+pub fn digest(id: &str) -> Digest {
     xxhash_rust::xxh3::xxh3_128(id.as_bytes())
 }
 
@@ -175,8 +175,8 @@ pub enum Skip {
 pub enum Fact {
     /// A new event id was seen (dedupe).
     Seen {
-        /// Id.
-        event: EventId,
+        /// The id's digest (the state's key: computed once, when decided).
+        event: Digest,
         /// Its time.
         at: Timestamp,
     },
@@ -187,15 +187,15 @@ pub enum Fact {
     },
     /// A click counted against its IP's flood budget.
     IpClick {
-        /// IP hash.
-        ip_hash: Arc<str>,
+        /// The IP hash's digest.
+        ip: Digest,
         /// Minute index.
         minute: i64,
     },
     /// A click remembered for the visitor.
     Touched {
-        /// The visitor.
-        visitor: VisitorId,
+        /// The visitor's digest.
+        visitor: Digest,
         /// The click.
         touch: Touch,
     },
@@ -246,8 +246,8 @@ pub enum Fact {
     },
     /// The visitor has now ordered (for new-customer checks).
     Ordered {
-        /// The visitor.
-        visitor: VisitorId,
+        /// The visitor's digest.
+        visitor: Digest,
     },
 }
 
@@ -374,15 +374,12 @@ impl VisitorState {
 pub fn apply(state: &mut AttributionState, fact: &Fact) {
     match fact {
         Fact::Seen { event, at } => {
-            state.seen.insert(digest(event.as_str()), *at);
+            state.seen.insert(*event, *at);
             state.oldest.seen = state.oldest.seen.min(*at);
         }
-        Fact::IpClick { ip_hash, minute } => {
+        Fact::IpClick { ip, minute } => {
             state.oldest.ip_minute = state.oldest.ip_minute.min(*minute);
-            let entry = state
-                .ip_minutes
-                .entry(digest(ip_hash))
-                .or_insert((*minute, 0));
+            let entry = state.ip_minutes.entry(*ip).or_insert((*minute, 0));
             if entry.0 != *minute {
                 *entry = (*minute, 0);
             }
@@ -390,7 +387,7 @@ pub fn apply(state: &mut AttributionState, fact: &Fact) {
         }
         Fact::Touched { visitor, touch } => {
             state.oldest.visitor = state.oldest.visitor.min(touch.at);
-            let v = state.visitors.entry(digest(visitor.as_str())).or_default();
+            let v = state.visitors.entry(*visitor).or_default();
             let not_after = |t: &Touch| (t.at, &t.click) <= (touch.at, &touch.click);
             // Clicks mostly come in time order: then the new one goes last.
             if v.touches.back().is_none_or(not_after) {
@@ -428,11 +425,7 @@ pub fn apply(state: &mut AttributionState, fact: &Fact) {
             }
         }
         Fact::Ordered { visitor } => {
-            state
-                .visitors
-                .entry(digest(visitor.as_str()))
-                .or_default()
-                .has_ordered = true;
+            state.visitors.entry(*visitor).or_default().has_ordered = true;
         }
         Fact::Duplicate { .. }
         | Fact::Credited(_)
@@ -473,12 +466,13 @@ pub fn decide_into(
             event: event.id.clone(),
         });
     };
-    if state.seen.contains_key(&digest(event.id.as_str())) {
+    let id = digest(event.id.as_str());
+    if state.seen.contains_key(&id) {
         duplicate(facts);
         return;
     }
     facts.push(Fact::Seen {
-        event: event.id.clone(),
+        event: id,
         at: event.occurred_at,
     });
     let Some(program) = programs.at(event.occurred_at) else {
@@ -639,21 +633,20 @@ fn decide_click(
     let mut fraud = None;
     if let Some(ip) = &event.ip_hash {
         let minute = event.occurred_at.millis().div_euclid(60_000);
+        let ip = digest(ip);
         let used = state
             .ip_minutes
-            .get(&digest(ip))
+            .get(&ip)
             .filter(|(m, _)| *m == minute)
             .map_or(0, |(_, n)| *n);
         if used >= program.settings.click_flood_per_minute {
             fraud = Some(FraudReason::ClickFlood);
         }
-        facts.push(Fact::IpClick {
-            ip_hash: ip.clone(),
-            minute,
-        });
+        facts.push(Fact::IpClick { ip, minute });
     }
+    let visitor = digest(click.visitor.as_str());
     facts.push(Fact::Touched {
-        visitor: click.visitor.clone(),
+        visitor,
         touch: Touch {
             click: event.id.clone(),
             at: event.occurred_at,
@@ -681,17 +674,14 @@ fn decide_click(
         return;
     };
     let link = target.link;
-    let recent = state
-        .visitors
-        .get(&digest(click.visitor.as_str()))
-        .is_some_and(|v| {
-            v.paid_clicks.iter().any(|(cr, ca, l, at)| {
-                cr == target.creator
-                    && ca == &campaign.id
-                    && l.as_ref() == link
-                    && event.occurred_at < at.plus(CPC_UNIQUE_WINDOW)
-            })
-        });
+    let recent = state.visitors.get(&visitor).is_some_and(|v| {
+        v.paid_clicks.iter().any(|(cr, ca, l, at)| {
+            cr == target.creator
+                && ca == &campaign.id
+                && l.as_ref() == link
+                && event.occurred_at < at.plus(CPC_UNIQUE_WINDOW)
+        })
+    });
     if recent {
         facts.push(Fact::Skipped {
             event: event.id.clone(),
@@ -1122,6 +1112,6 @@ fn decide_order(
         },
     );
     facts.push(Fact::Ordered {
-        visitor: order.visitor.clone(),
+        visitor: digest(order.visitor.as_str()),
     });
 }
