@@ -62,6 +62,9 @@ struct Args {
     /// Visitors in the restore measurement.
     #[arg(long, default_value_t = 1_000_000)]
     restore_visitors: usize,
+    /// The attributor's task threads (its `--threads`; 0: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 const DEADLINE: Duration = Duration::from_secs(900);
@@ -331,7 +334,7 @@ async fn main() -> anyhow::Result<()> {
         correction_wall_wait: Duration::from_secs(3600),
         max_idle: Duration::from_secs(2),
         quiet_release: Duration::ZERO,
-        threads: 0,
+        threads: args.threads,
         drain_timeout: Duration::from_secs(20),
         log_format: LogFormat::Text,
         log: "warn".into(), // logging is set up above (RUST_LOG)
@@ -446,8 +449,14 @@ async fn main() -> anyhow::Result<()> {
     let restore_secs = restore_started.elapsed().as_secs_f64();
 
     println!(
-        "attributor-load: {events} events, {want_credits} credits, {} partitions, transactions of up to {} records or 100 ms",
-        args.partitions, args.batch
+        "attributor-load: {events} events, {want_credits} credits, {} partitions, transactions of up to {} records or 100 ms, {} task threads",
+        args.partitions,
+        args.batch,
+        if args.threads == 0 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            args.threads
+        }
     );
     println!(
         "  pass-through (consume → transactional produce): {pass_rate:>10.0} events/s ({pass_secs:.2} s)"
