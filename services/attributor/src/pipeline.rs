@@ -11,8 +11,10 @@
 //!    side by side), decode what is pending, merge and process, and send its credits,
 //!    index records and dead letters into the open transaction;
 //! 4. every `batch_records` records or `batch_interval`, append the changelog (tasks on
-//!    the pool again), send the tasks' offsets with the group metadata
-//!    (`send_offsets_to_transaction`) and commit.
+//!    the pool again), take the tasks' offsets, send them with the group metadata
+//!    (`send_offsets_to_transaction`) and commit; while this thread waits for Kafka, the
+//!    tasks take their turn on what the queues delivered since (their outputs go into
+//!    the next transaction, begun as soon as this one is committed).
 //!
 //! On revocation the open transaction is committed first (inside the rebalance
 //! callback), so no work of a revoked partition is ever left uncommitted; on assignment
@@ -356,55 +358,64 @@ impl Worker {
 
     /// Appends the changelog, sends the offsets and commits the open transaction.
     fn commit(&mut self, consumer: &BaseConsumer<Context>) -> Result<(), AttributorError> {
+        self.commit_with(consumer, None)
+    }
+
+    /// [`Worker::commit`]. With `overlap` (the merge's longest idle wait, and how many
+    /// records the queues delivered since the last turn), the tasks take their turn on
+    /// those records while this thread waits for Kafka: they are decided during the
+    /// commit and sent in the next transaction, which is begun here.
+    fn commit_with(
+        &mut self,
+        consumer: &BaseConsumer<Context>,
+        overlap: Option<(Duration, usize)>,
+    ) -> Result<(), AttributorError> {
         if !self.in_txn {
             return Ok(());
         }
         let started = Instant::now();
-        let Self {
-            tasks,
-            producer,
-            topics,
-            pool,
-            sources,
-            credit_partitions,
-            ..
-        } = self;
-        let (producer, topics, sources, credit_partitions) =
-            (&*producer, &*topics, *sources, *credit_partitions);
-        let staged = pool.install(|| {
-            tasks.par_iter_mut().try_for_each(|(p, lane)| {
-                lane.stage_commit(*p, producer, topics, sources, credit_partitions)
-            })
-        });
-        let result = staged.and_then(|()| {
-            let mut offsets = TopicPartitionList::new();
-            for (p, lane) in &self.tasks {
-                for (source, offset) in lane.task.offsets() {
-                    offsets
-                        .add_partition_offset(
-                            topic_of(&self.topics, source),
-                            *p,
-                            Offset::Offset(offset),
-                        )
-                        .map_err(kafka("offset list"))?;
-                }
-            }
+        let mut advanced = false;
+        let result = self.stage().and_then(|offsets| {
             let staged = started.elapsed();
-            if offsets.count() > 0 {
-                let group = consumer
-                    .group_metadata()
-                    .ok_or_else(|| AttributorError::Kafka("no consumer group metadata".into()))?;
-                self.producer
-                    .send_offsets_to_transaction(&offsets, &group, self.timeout)
-                    .map_err(kafka("send offsets to transaction"))?;
-            }
-            tracing::trace!(
-                staged_ms = staged.as_millis() as u64,
-                offsets_ms = started.elapsed().as_millis() as u64,
-                "offsets sent"
-            );
-            adapters::commit_transaction(&self.producer, self.timeout)
-                .map_err(kafka("commit transaction"))
+            let Self {
+                tasks,
+                programs,
+                pool,
+                producer,
+                timeout,
+                ..
+            } = self;
+            let finish = || -> Result<(), AttributorError> {
+                if offsets.count() > 0 {
+                    let group = consumer.group_metadata().ok_or_else(|| {
+                        AttributorError::Kafka("no consumer group metadata".into())
+                    })?;
+                    producer
+                        .send_offsets_to_transaction(&offsets, &group, *timeout)
+                        .map_err(kafka("send offsets to transaction"))?;
+                }
+                tracing::trace!(
+                    staged_ms = staged.as_millis() as u64,
+                    offsets_ms = started.elapsed().as_millis() as u64,
+                    "offsets sent"
+                );
+                adapters::commit_transaction(producer, *timeout)
+                    .map_err(kafka("commit transaction"))
+            };
+            let Some((max_idle, _)) = overlap else {
+                return finish();
+            };
+            let (now, wall) = (Instant::now(), payoff_core::time::Timestamp(wall_millis()));
+            let programs = &*programs;
+            pool.in_place_scope(|scope| {
+                scope.spawn(|_| {
+                    advanced = tasks
+                        .par_iter_mut()
+                        .map(|(_, lane)| lane.turn(programs, now, wall, max_idle))
+                        .reduce(|| false, |a, b| a || b);
+                });
+                finish()
+            })
         });
         self.in_txn = false;
         if let Err(e) = result {
@@ -429,7 +440,49 @@ impl Worker {
                     .record((now - at).max(0) as f64 / 1_000.0);
             }
         }
+        // What the overlapped turn consumed and decided belongs to the next transaction.
+        if let Some((_, drained)) = overlap
+            && (drained > 0 || advanced || self.tasks.values().any(|lane| !lane.outputs.is_empty()))
+        {
+            self.begin()?;
+            self.records = drained;
+            self.send_outputs()?;
+        }
         Ok(())
+    }
+
+    /// The tasks' part of a commit (on the pool), then the offsets to commit: where each
+    /// task's inputs stand now, before any record delivered since is offered.
+    fn stage(&mut self) -> Result<TopicPartitionList, AttributorError> {
+        let Self {
+            tasks,
+            producer,
+            topics,
+            pool,
+            sources,
+            credit_partitions,
+            ..
+        } = self;
+        let (producer, topics, sources, credit_partitions) =
+            (&*producer, &*topics, *sources, *credit_partitions);
+        pool.install(|| {
+            tasks.par_iter_mut().try_for_each(|(p, lane)| {
+                lane.stage_commit(*p, producer, topics, sources, credit_partitions)
+            })
+        })?;
+        let mut offsets = TopicPartitionList::new();
+        for (p, lane) in &self.tasks {
+            for (source, offset) in lane.task.offsets() {
+                offsets
+                    .add_partition_offset(
+                        topic_of(&self.topics, source),
+                        *p,
+                        Offset::Offset(offset),
+                    )
+                    .map_err(kafka("offset list"))?;
+            }
+        }
+        Ok(offsets)
     }
 
     /// Aborts the open transaction, if any.
@@ -910,6 +963,35 @@ fn mark_ends(
     }
 }
 
+/// Moves what each assigned input partition's queue holds (at most [`PER_QUEUE`] records
+/// each) to its task's pending list; returns how many records.
+fn drain(
+    queues: &[(Source, i32, PartitionQueue<Context>)],
+    w: &mut Worker,
+) -> Result<usize, AttributorError> {
+    let mut got = 0;
+    for (source, partition, queue) in queues {
+        for _ in 0..PER_QUEUE {
+            match queue.poll(Duration::ZERO) {
+                Some(Ok(msg)) => {
+                    got += 1;
+                    w.offer(*source, &msg)?;
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    w.at_end(*partition, *source);
+                    break;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "partition queue error");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+    Ok(got)
+}
+
 /// How long a task's merge may wait before the wait is logged (once per this period).
 const STUCK_WARN: Duration = Duration::from_secs(10);
 
@@ -1184,36 +1266,10 @@ pub fn run_blocking(
             }
         }
         // 2. Each partition's own queue.
-        let mut got = 0usize;
-        let mut failed = None;
-        for (source, partition, queue) in &queues {
-            for _ in 0..PER_QUEUE {
-                match queue.poll(Duration::ZERO) {
-                    Some(Ok(msg)) => {
-                        got += 1;
-                        if let Err(e) = w.offer(*source, &msg) {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                    Some(Err(KafkaError::PartitionEOF(_))) => {
-                        w.at_end(*partition, *source);
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "partition queue error");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            if failed.is_some() {
-                break;
-            }
-        }
-        if let Some(e) = failed {
-            break Err(e);
-        }
+        let got = match drain(&queues, &mut w) {
+            Ok(got) => got,
+            Err(e) => break Err(e),
+        };
         // 3. Merge and process.
         if let Err(e) = w.pump(config.max_idle) {
             break Err(e);
@@ -1239,8 +1295,15 @@ pub fn run_blocking(
         // 4. Commit when due.
         let due = w.in_txn
             && (w.records >= config.batch_records || w.opened.elapsed() >= config.batch_interval);
-        if due && let Err(e) = w.commit(&consumer) {
-            break Err(e);
+        if due {
+            // What the queues delivered since is decided while the transaction commits.
+            let drained = match drain(&queues, &mut w) {
+                Ok(drained) => drained,
+                Err(e) => break Err(e),
+            };
+            if let Err(e) = w.commit_with(&consumer, Some((config.max_idle, drained))) {
+                break Err(e);
+            }
         }
         if state_measured.is_none_or(|at| at.elapsed() >= STATE_EVERY) {
             state_measured = Some(Instant::now());
