@@ -324,13 +324,7 @@ impl Worker {
             pool,
             ..
         } = self;
-        let programs = &*programs;
-        let advanced = pool.install(|| {
-            tasks
-                .par_iter_mut()
-                .map(|(_, lane)| lane.turn(programs, now, wall, max_idle))
-                .reduce(|| false, |a, b| a || b)
-        });
+        let advanced = pool.install(|| turns(tasks, programs, now, wall, max_idle));
         // The markers of moved watermarks go out with the next commit; outputs of held
         // events released by time alone (no new record) open a transaction too.
         if advanced || self.tasks.values().any(|lane| !lane.outputs.is_empty()) {
@@ -406,14 +400,8 @@ impl Worker {
                 return finish();
             };
             let (now, wall) = (Instant::now(), payoff_core::time::Timestamp(wall_millis()));
-            let programs = &*programs;
             pool.in_place_scope(|scope| {
-                scope.spawn(|_| {
-                    advanced = tasks
-                        .par_iter_mut()
-                        .map(|(_, lane)| lane.turn(programs, now, wall, max_idle))
-                        .reduce(|| false, |a, b| a || b);
-                });
+                scope.spawn(|_| advanced = turns(tasks, programs, now, wall, max_idle));
                 finish()
             })
         });
@@ -500,6 +488,21 @@ impl Worker {
             .abort_transaction(self.timeout)
             .map_err(kafka("abort transaction"))
     }
+}
+
+/// Gives every task its turn, side by side on the current pool; true when a quiet
+/// partition's watermark moved in any of them.
+fn turns(
+    tasks: &mut BTreeMap<i32, Lane>,
+    programs: &Programs,
+    now: Instant,
+    wall: payoff_core::time::Timestamp,
+    max_idle: Duration,
+) -> bool {
+    tasks
+        .par_iter_mut()
+        .map(|(_, lane)| lane.turn(programs, now, wall, max_idle))
+        .reduce(|| false, |a, b| a || b)
 }
 
 impl Lane {
