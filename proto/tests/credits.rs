@@ -19,7 +19,9 @@ use payoff_core::{
     time::{Period, PeriodKind, Timestamp},
 };
 use payoff_proto::{
-    convert::{self, credit_from_proto, credit_to_proto, entry_from_proto, entry_to_proto},
+    convert::{
+        self, credit_from_proto, credit_to_proto, encode_credit, entry_from_proto, entry_to_proto,
+    },
     v1,
 };
 use prost::Message;
@@ -142,6 +144,54 @@ fn every_credit_of_the_example_survives_the_wire() {
         BTreeSet::from(["click", "lead", "lead_status", "order", "reversal"]),
         "the example exercises every kind of credit"
     );
+}
+
+#[test]
+fn the_direct_encoding_of_every_credit_of_the_example_is_proto_encoding() {
+    let engine = engine();
+    let mut clicks = 0;
+    for credit in &engine.credits {
+        clicks += usize::from(credit.kind.name() == "click");
+        assert_eq!(
+            encode_credit(&tenant(), credit),
+            credit_to_proto(&tenant(), credit).encode_to_vec(),
+            "{}",
+            credit.id
+        );
+    }
+    assert!(clicks > 0, "the example has click credits");
+}
+
+proptest::proptest! {
+    /// Click credits of any ids, time, version and link encode as prost encodes them.
+    #[test]
+    fn the_direct_encoding_of_any_click_credit_is_proto_encoding(
+        ids in proptest::collection::vec("[a-zA-Z0-9_.:é-]{1,40}", 5),
+        link in proptest::option::of("[a-z0-9-]{1,12}"),
+        millis in -10_000_000_000_000i64..10_000_000_000_000,
+        version in proptest::prop_oneof![proptest::strategy::Just(0u64), proptest::num::u64::ANY],
+    ) {
+        use payoff_core::{credit::CreditKind, ids::*};
+        let credit = Credit {
+            id: DerivedId::derive("crd", &[&ids[0]]),
+            campaign: CampaignId::new(&ids[1]),
+            creator: CreatorId::new(&ids[2]),
+            occurred_at: Timestamp::from_millis(millis),
+            cause: EventId::new(&ids[3]),
+            config_version: version,
+            fraud: None,
+            kind: CreditKind::Click {
+                visitor: VisitorId::new(&ids[4]),
+                link: link.as_deref().map(LinkCode::new),
+            },
+            explanation: None,
+        };
+        let tenant = TenantId::new(&ids[0]);
+        proptest::prop_assert_eq!(
+            encode_credit(&tenant, &credit),
+            credit_to_proto(&tenant, &credit).encode_to_vec()
+        );
+    }
 }
 
 #[test]

@@ -25,6 +25,14 @@ impl Violation {
         }
     }
 
+    /// The same violation on `field` (a rule checked with an empty path, named by the
+    /// caller only when broken).
+    #[must_use]
+    pub fn at(mut self, field: impl std::fmt::Display) -> Self {
+        self.field = field.to_string();
+        self
+    }
+
     /// The same violation nested under a parent field (`amount` → `order.amount`).
     #[must_use]
     pub fn under(mut self, parent: &str) -> Self {

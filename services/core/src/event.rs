@@ -6,7 +6,7 @@
 //! mistakes in one answer. PII (IP, user agent, raw email) is hashed by ingest before it
 //! gets here; the core only ever sees hashes.
 
-use std::sync::Arc;
+use std::{fmt, sync::Arc};
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -367,20 +367,24 @@ pub struct Engagement {
 }
 
 /// Collects violations so that a client hears about all of them at once.
+///
+/// Field paths are [`Display`](fmt::Display) values, written out only when a rule is
+/// broken: a valid event (nearly every event) costs no formatting and no allocation for
+/// its paths.
 #[derive(Default)]
 struct Checks(Vec<Violation>);
 
 impl Checks {
     fn id<T>(
         &mut self,
-        field: &str,
+        field: impl fmt::Display,
         value: &str,
         parse: fn(&str, &str) -> Result<T, Violation>,
     ) -> Option<T> {
-        match parse(field, value) {
+        match parse("", value) {
             Ok(v) => Some(v),
             Err(e) => {
-                self.0.push(e);
+                self.0.push(e.at(field));
                 None
             }
         }
@@ -388,7 +392,7 @@ impl Checks {
 
     fn optional_id<T>(
         &mut self,
-        field: &str,
+        field: impl fmt::Display,
         value: &str,
         parse: fn(&str, &str) -> Result<T, Violation>,
     ) -> Option<Option<T>> {
@@ -399,21 +403,21 @@ impl Checks {
         }
     }
 
-    fn text(&mut self, field: &str, value: &str) -> Option<Arc<str>> {
+    fn text(&mut self, field: impl fmt::Display, value: &str) -> Option<Arc<str>> {
         if value.is_empty() {
             return None;
         }
         if value.len() > MAX_TEXT_BYTES {
             self.0.push(Violation::new(
-                field,
+                field.to_string(),
                 "too_long",
                 format!("is {} bytes, at most {MAX_TEXT_BYTES} allowed", value.len()),
             ));
             return None;
         }
-        if value.chars().any(char::is_control) {
+        if crate::ids::has_control(value) {
             self.0.push(Violation::new(
-                field,
+                field.to_string(),
                 "control_character",
                 "must not contain control characters",
             ));
@@ -422,7 +426,7 @@ impl Checks {
         Some(Arc::from(value))
     }
 
-    fn hash(&mut self, field: &str, value: &str) -> Option<Arc<str>> {
+    fn hash(&mut self, field: impl fmt::Display, value: &str) -> Option<Arc<str>> {
         if value.is_empty() {
             return None;
         }
@@ -445,17 +449,17 @@ impl Checks {
             }
             return Some(None);
         };
-        let currency = match Currency::parse(&format!("{field}.currency"), &raw.currency) {
+        let currency = match Currency::parse("", &raw.currency) {
             Ok(c) => c,
             Err(e) => {
-                self.0.push(e);
+                self.0.push(e.at(format_args!("{field}.currency")));
                 return None;
             }
         };
-        match Money::parse_positive(&format!("{field}.amount"), &raw.amount, currency, !required) {
+        match Money::parse_positive("", &raw.amount, currency, !required) {
             Ok(m) => Some(Some(m)),
             Err(e) => {
-                self.0.push(e);
+                self.0.push(e.at(format_args!("{field}.amount")));
                 None
             }
         }
@@ -463,6 +467,17 @@ impl Checks {
 
     fn push(&mut self, v: Violation) {
         self.0.push(v);
+    }
+}
+
+/// The path of one element of a repeated field (`order.line_items[2]`), written out only
+/// when a rule is broken.
+#[derive(Clone, Copy)]
+struct Element(&'static str, usize);
+
+impl fmt::Display for Element {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.0, self.1)
     }
 }
 
@@ -640,7 +655,7 @@ fn validate_click(c: &mut Checks, k: &RawClick) -> Option<Click> {
         ("utm_content", &k.utm_content),
         ("utm_term", &k.utm_term),
     ] {
-        if let Some(v) = c.text(&format!("click.{name}"), value) {
+        if let Some(v) = c.text(format_args!("click.{name}"), value) {
             utm.push((name, v));
         }
     }
@@ -694,11 +709,11 @@ fn validate_order(c: &mut Checks, o: &RawOrder) -> Option<Order> {
     }
     let mut line_items = Vec::with_capacity(o.line_items.len());
     for (i, item) in o.line_items.iter().enumerate().take(MAX_LINE_ITEMS) {
-        let field = format!("order.line_items[{i}]");
-        let sku = c.id(&format!("{field}.sku"), &item.sku, |f, v| {
+        let field = Element("order.line_items", i);
+        let sku = c.id(format_args!("{field}.sku"), &item.sku, |f, v| {
             check_id(f, v).map(|()| Arc::<str>::from(v))
         });
-        let category = c.optional_id(&format!("{field}.category"), &item.category, |f, v| {
+        let category = c.optional_id(format_args!("{field}.category"), &item.category, |f, v| {
             check_id(f, v).map(|()| Arc::<str>::from(v))
         });
         if item.quantity == 0 {
@@ -708,7 +723,7 @@ fn validate_order(c: &mut Checks, o: &RawOrder) -> Option<Order> {
                 "must be at least 1",
             ));
         }
-        let unit_price = match parse_decimal(&format!("{field}.unit_price"), &item.unit_price) {
+        let unit_price = match parse_decimal("", &item.unit_price) {
             Ok(p) if p.is_sign_negative() && !p.is_zero() => {
                 c.push(Violation::new(
                     format!("{field}.unit_price"),
@@ -729,7 +744,7 @@ fn validate_order(c: &mut Checks, o: &RawOrder) -> Option<Order> {
                 _ => Some(p),
             },
             Err(e) => {
-                c.push(e);
+                c.push(e.at(format_args!("{field}.unit_price")));
                 None
             }
         };
@@ -753,7 +768,7 @@ fn validate_order(c: &mut Checks, o: &RawOrder) -> Option<Order> {
         .promo_codes
         .iter()
         .enumerate()
-        .filter_map(|(i, code)| c.id(&format!("order.promo_codes[{i}]"), code, PromoCode::parse))
+        .filter_map(|(i, code)| c.id(Element("order.promo_codes", i), code, PromoCode::parse))
         .collect();
     let renewal_of = c.optional_id("order.renewal_of", &o.renewal_of, OrderId::parse);
     let email_hash = c.hash("order.email_hash", &o.email_hash);

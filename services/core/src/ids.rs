@@ -26,7 +26,7 @@ pub fn check_id(field: &str, value: &str) -> Result<(), Violation> {
             format!("is {} bytes, at most {MAX_ID_BYTES} allowed", value.len()),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if has_control(value) {
         return Err(Violation::new(
             field,
             "control_character",
@@ -34,6 +34,16 @@ pub fn check_id(field: &str, value: &str) -> Result<(), Violation> {
         ));
     }
     Ok(())
+}
+
+/// Whether `value` holds a control character (Unicode general category Cc: U+0000 to
+/// U+001F and U+007F to U+009F). Printable ASCII, nearly every id, is judged a byte at a
+/// time without decoding UTF-8.
+pub fn has_control(value: &str) -> bool {
+    if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return false;
+    }
+    value.chars().any(char::is_control)
 }
 
 macro_rules! id_type {
@@ -359,6 +369,24 @@ pub const DERIVED_KINDS: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The byte-wise fast path judges every string as the `char` test does.
+        #[test]
+        fn has_control_agrees_with_char_is_control(value in "\\PC*|[\\x00-\\x{a0}]{0,8}|.{0,8}") {
+            proptest::prop_assert_eq!(has_control(&value), value.chars().any(char::is_control));
+        }
+    }
+
+    #[test]
+    fn controls_at_the_edges_of_ascii_and_latin1_are_found() {
+        for c in ['\u{0}', '\u{1f}', '\u{7f}', '\u{80}', '\u{9f}'] {
+            assert!(has_control(&format!("id{c}x")), "{c:?}");
+        }
+        for c in [' ', '~', '\u{a0}', 'é', '€'] {
+            assert!(!has_control(&format!("id{c}x")), "{c:?}");
+        }
+    }
 
     #[test]
     fn id_rules_name_the_field() {

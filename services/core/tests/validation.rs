@@ -254,6 +254,33 @@ fn each_bad_event_names_the_field_and_the_rule() {
             "required",
         ),
         (
+            "malformed price of the second line item",
+            order_ev()
+                .line("sku", "cat", 1, "5.00")
+                .line("sku", "cat", 1, "five")
+                .0,
+            "order.line_items[1].unit_price",
+            "malformed_decimal",
+        ),
+        (
+            "line item category with a control character",
+            order_ev().line("sku", "c\u{7}t", 1, "5.00").0,
+            "order.line_items[0].category",
+            "control_character",
+        ),
+        (
+            "third promo code too long",
+            with_order(|o| o.promo_codes = vec!["A".into(), "B".into(), long.clone()]),
+            "order.promo_codes[2]",
+            "too_long",
+        ),
+        (
+            "order amount of zero",
+            with_order(|o| o.amount = money("0", "USD")),
+            "order.amount.amount",
+            "not_positive",
+        ),
+        (
             "21 promo codes",
             with_order(|o| o.promo_codes = vec!["C".into(); 21]),
             "order.promo_codes",
