@@ -47,7 +47,11 @@ pub fn describe() {
         Unit::Count,
         "Input records, by event type and result (credited, unattributed, duplicate, skipped, flagged, waiting, dead_lettered, indexed)."
     );
-    describe_counter!(CREDITS, Unit::Count, "Credits emitted, by kind.");
+    describe_counter!(
+        CREDITS,
+        Unit::Count,
+        "Credits committed to the credits topic, by kind."
+    );
     describe_counter!(
         DEAD_LETTERS,
         Unit::Count,

@@ -94,8 +94,9 @@ struct Lane {
     pending: Vec<Pending>,
     /// What the task's last turn asked to write.
     outputs: Vec<Output>,
-    /// Credits' event times of the open transaction (latency at commit).
-    credit_times: Vec<i64>,
+    /// The open transaction's credits: event time and kind (latency and counts, at
+    /// commit).
+    credited: Vec<(i64, &'static str)>,
     /// Since when the task's merge has waited for an empty input.
     blocked: Option<Instant>,
     /// The task's progress, reused at every commit.
@@ -108,7 +109,7 @@ impl Lane {
             task,
             pending: Vec::new(),
             outputs: Vec::new(),
-            credit_times: Vec::new(),
+            credited: Vec::new(),
             blocked: None,
             progress: Vec::new(),
         }
@@ -422,11 +423,21 @@ impl Worker {
         metrics::counter!(m::COMMITS).increment(1);
         metrics::histogram!(m::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
         let now = wall_millis();
+        let latency = metrics::histogram!(m::ATTRIBUTION_LATENCY);
+        // Credits by kind: a handful of kinds, counted here rather than looked up in the
+        // registry once per credit.
+        let mut kinds: Vec<(&'static str, u64)> = Vec::new();
         for lane in self.tasks.values_mut() {
-            for at in lane.credit_times.drain(..) {
-                metrics::histogram!(m::ATTRIBUTION_LATENCY)
-                    .record((now - at).max(0) as f64 / 1_000.0);
+            for (at, kind) in lane.credited.drain(..) {
+                latency.record((now - at).max(0) as f64 / 1_000.0);
+                match kinds.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, n)) => *n += 1,
+                    None => kinds.push((kind, 1)),
+                }
             }
+        }
+        for (kind, n) in kinds {
+            metrics::counter!(m::CREDITS, "kind" => kind).increment(n);
         }
         // What the overlapped turn consumed and decided belongs to the next transaction.
         if let Some((_, drained)) = overlap
@@ -481,7 +492,7 @@ impl Worker {
         self.in_txn = false;
         for lane in self.tasks.values_mut() {
             lane.outputs.clear();
-            lane.credit_times.clear();
+            lane.credited.clear();
         }
         metrics::counter!(m::ABORTS).increment(1);
         self.producer
@@ -540,7 +551,7 @@ impl Lane {
 
     fn send_outputs(&mut self, producer: &Kafka, topics: &Topics) -> Result<(), AttributorError> {
         for output in self.outputs.drain(..) {
-            send(producer, topics, &mut self.credit_times, &output)?;
+            send(producer, topics, &mut self.credited, &output)?;
         }
         Ok(())
     }
@@ -605,7 +616,7 @@ type Kafka = ThreadedProducer<DefaultProducerContext>;
 fn send(
     producer: &Kafka,
     topics: &Topics,
-    credit_times: &mut Vec<i64>,
+    credited: &mut Vec<(i64, &'static str)>,
     output: &Output,
 ) -> Result<(), AttributorError> {
     let record = match output {
@@ -615,8 +626,7 @@ fn send(
             occurred_at,
             kind,
         } => {
-            metrics::counter!(m::CREDITS, "kind" => *kind).increment(1);
-            credit_times.push(occurred_at.millis());
+            credited.push((occurred_at.millis(), *kind));
             record(&topics.credits, Some(key.as_bytes()), Some(payload))
         }
         Output::Index { key, payload } => {
