@@ -64,6 +64,12 @@ struct Args {
     /// Visitors in the restore measurement.
     #[arg(long, default_value_t = 1_000_000)]
     restore_visitors: usize,
+    /// Records the pass-through writes per input record. The attributor writes about 2.2
+    /// (credits, changelog, order index), so `--copies 2` shows what a transactional
+    /// consume → produce of about the attributor's output volume reaches on this machine
+    /// with no processing at all: a bound on the ratio any such processor can reach here.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    copies: u16,
     /// Keep the run's topics (`bench-attr-<pid>.*`) instead of deleting them at the end
     /// (a run at the default size leaves about 250 MB otherwise).
     #[arg(long)]
@@ -162,8 +168,9 @@ fn watch(
     Ok((first.unwrap_or_else(Instant::now), Instant::now()))
 }
 
-/// Consume the input topics, copy every record to `out` in transactions of `batch`
-/// records or 100 ms, with the consumed offsets; until `want` records are copied.
+/// Consume the input topics, copy every record `copies` times to `out` in transactions
+/// of `batch` records or 100 ms, with the consumed offsets; until `want` input records
+/// are copied.
 fn pass_through(
     brokers: &str,
     inputs: &[String],
@@ -171,6 +178,7 @@ fn pass_through(
     group: &str,
     batch: usize,
     want: usize,
+    copies: usize,
 ) -> anyhow::Result<()> {
     let config = adapters::transactional_producer_config(
         brokers,
@@ -211,14 +219,16 @@ fn pass_through(
                 opened = Instant::now();
                 n = 0;
             }
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(out);
-            if let Some(k) = m.key() {
-                record = record.key(k);
+            for _ in 0..copies {
+                let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(out);
+                if let Some(k) = m.key() {
+                    record = record.key(k);
+                }
+                if let Some(p) = m.payload() {
+                    record = record.payload(p);
+                }
+                send(&producer, record)?;
             }
-            if let Some(p) = m.payload() {
-                record = record.payload(p);
-            }
-            send(&producer, record)?;
             offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
             n += 1;
             copied += 1;
@@ -306,16 +316,26 @@ async fn main() -> anyhow::Result<()> {
         topics.lead_status.clone(),
         topics.engagement.clone(),
     ];
-    eprintln!("pass-through: consume → transactional produce of {events} records");
+    eprintln!(
+        "pass-through: consume → transactional produce of {events} records, {} times each",
+        args.copies
+    );
+    let copies = usize::from(args.copies);
     let (brokers, out, group, batch) = (
         args.brokers.clone(),
         passthrough.clone(),
         format!("{prefix}passthrough"),
         args.batch,
     );
-    let copier =
-        std::thread::spawn(move || pass_through(&brokers, &inputs, &out, &group, batch, events));
-    let (first, last) = watch(&args.brokers, &passthrough, args.partitions, events)?;
+    let copier = std::thread::spawn(move || {
+        pass_through(&brokers, &inputs, &out, &group, batch, events, copies)
+    });
+    let (first, last) = watch(
+        &args.brokers,
+        &passthrough,
+        args.partitions,
+        events * copies,
+    )?;
     copier
         .join()
         .map_err(|_| anyhow::anyhow!("pass-through panicked"))??;
@@ -465,7 +485,8 @@ async fn main() -> anyhow::Result<()> {
         }
     );
     println!(
-        "  pass-through (consume → transactional produce): {pass_rate:>10.0} events/s ({pass_secs:.2} s)"
+        "  pass-through (consume → transactional produce): {pass_rate:>10.0} events/s ({pass_secs:.2} s, {} record(s) written per input)",
+        args.copies
     );
     println!(
         "  attributor (events → credits, exactly once):    {attr_rate:>10.0} events/s ({attr_secs:.2} s)"
