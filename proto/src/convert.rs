@@ -328,7 +328,7 @@ pub fn program(p: &v1::Program) -> Result<Program, Rejection> {
                 campaign: campaign?,
             })
         };
-    let mut links = payoff_core::IdMap::default();
+    let mut links = payoff_core::FastMap::default();
     for (i, l) in p.links.iter().enumerate() {
         let field = format!("links[{i}]");
         let code = problems.take(LinkCode::parse(&format!("{field}.code"), &l.code));
@@ -339,7 +339,7 @@ pub fn program(p: &v1::Program) -> Result<Program, Rejection> {
             links.insert(code, t);
         }
     }
-    let mut promo_codes = payoff_core::IdMap::default();
+    let mut promo_codes = payoff_core::FastMap::default();
     for (i, c) in p.promo_codes.iter().enumerate() {
         let field = format!("promo_codes[{i}]");
         let code = problems.take(PromoCode::parse(&format!("{field}.code"), &c.code));

@@ -326,8 +326,14 @@ impl Worker {
             ..
         } = self;
         let advanced = pool.install(|| turns(tasks, programs, now, wall, max_idle));
-        // The markers of moved watermarks go out with the next commit; outputs of held
-        // events released by time alone (no new record) open a transaction too.
+        self.send_turn(advanced)
+    }
+
+    /// Sends what the tasks' last turn asked to write, in a transaction opened for it
+    /// when needed: the markers of moved watermarks (`advanced`) go out with the next
+    /// commit, and outputs of held events released by time alone (no new record) open a
+    /// transaction too.
+    fn send_turn(&mut self, advanced: bool) -> Result<(), AttributorError> {
         if advanced || self.tasks.values().any(|lane| !lane.outputs.is_empty()) {
             self.begin()?;
         }
@@ -440,12 +446,12 @@ impl Worker {
             metrics::counter!(m::CREDITS, "kind" => kind).increment(n);
         }
         // What the overlapped turn consumed and decided belongs to the next transaction.
-        if let Some((_, drained)) = overlap
-            && (drained > 0 || advanced || self.tasks.values().any(|lane| !lane.outputs.is_empty()))
-        {
-            self.begin()?;
-            self.records = drained;
-            self.send_outputs()?;
+        if let Some((_, drained)) = overlap {
+            if drained > 0 {
+                self.begin()?;
+                self.records = drained;
+            }
+            self.send_turn(advanced)?;
         }
         Ok(())
     }

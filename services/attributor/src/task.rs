@@ -22,7 +22,10 @@ use std::{
 };
 
 use payoff_adapters::topology;
+// The task's maps use the core's hasher (`FastMap`, `FastSet`): nothing observable
+// iterates them in hash order except the changelog flush, whose order does not matter.
 use payoff_core::{
+    FastMap, FastSet,
     attribution::{
         self, AttributionState, ConversionKey, ConversionRecord, Fact, Skip, StateEntry, StateKey,
         reorder::ReorderBuffer,
@@ -36,13 +39,6 @@ use payoff_core::{
 use crate::codec::{
     self, ChangelogKey, ChangelogValue, ChangelogValueRef, DecodeError, Entry, IndexRecord,
 };
-
-/// The hasher of the task's maps (foldhash: several times faster than SipHash on the
-/// short ids every event carries; nothing observable iterates these maps in hash order
-/// except the changelog flush, whose order does not matter).
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-/// A set with the same hasher.
-type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 /// How often (in event time) a tenant's state is swept for expired entries (as `Engine`).
 const EXPIRY_EVERY: Duration = Duration::hours(1);

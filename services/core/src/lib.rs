@@ -38,14 +38,12 @@ pub mod time;
 
 pub use error::{Rejection, Violation};
 
-/// The hasher of the core's internal maps: foldhash, seeded per map, several times faster
+/// The hasher of the core's maps (state, and the program's link and promo-code lookups)
+/// and of the services' maps beside them: foldhash, seeded per map, several times faster
 /// than SipHash on the short string ids every event carries. Nothing observable iterates
 /// these maps, so the seed never changes an output.
-pub(crate) type FastHash = foldhash::fast::RandomState;
+pub type FastHash = foldhash::fast::RandomState;
 /// A `HashMap` with [`FastHash`].
-pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, FastHash>;
-/// A `HashMap` keyed by ids, with the core's fast hasher (the program's link and promo
-/// code lookups, one per click or conversion).
-pub type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastMap<K, V> = std::collections::HashMap<K, V, FastHash>;
 /// A `HashSet` with [`FastHash`].
-pub(crate) type FastSet<T> = std::collections::HashSet<T, FastHash>;
+pub type FastSet<T> = std::collections::HashSet<T, FastHash>;

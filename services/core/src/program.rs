@@ -281,9 +281,9 @@ pub struct Program {
     /// Creators by id.
     pub creators: BTreeMap<CreatorId, Creator>,
     /// Tracking links by code.
-    pub links: crate::IdMap<LinkCode, Target>,
+    pub links: crate::FastMap<LinkCode, Target>,
     /// Promo codes (upper-cased) by code.
-    pub promo_codes: crate::IdMap<PromoCode, Target>,
+    pub promo_codes: crate::FastMap<PromoCode, Target>,
 }
 
 impl Program {
