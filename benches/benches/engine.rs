@@ -51,5 +51,24 @@ fn engine(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, engine);
+/// One time-decay weight: the `libm` path the models use against `rust_decimal`'s
+/// `checked_powd`, which it replaced.
+fn decay_weight(c: &mut Criterion) {
+    use payoff_core::attribution::models;
+    use rust_decimal::{Decimal, MathematicalOps};
+    let (age, half_life) = (3 * 86_400_000 + 12_345_678, 7 * 86_400_000);
+    let mut group = c.benchmark_group("decay_weight");
+    group.bench_function("libm_exp2", |b| {
+        b.iter(|| models::decay_weight(std::hint::black_box(age), half_life));
+    });
+    group.bench_function("decimal_powd", |b| {
+        b.iter(|| {
+            let exponent = -(Decimal::from(std::hint::black_box(age)) / Decimal::from(half_life));
+            Decimal::TWO.checked_powd(exponent)
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, engine, decay_weight);
 criterion_main!(benches);

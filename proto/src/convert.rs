@@ -45,7 +45,7 @@ mod credit;
 mod entry;
 mod wire;
 
-pub use credit::{credit_from_proto, credit_to_proto, encode_credit};
+pub use credit::{CreditEncoder, credit_from_proto, credit_to_proto, encode_credit};
 pub use entry::{entry_from_proto, entry_status_to_proto, entry_to_proto};
 pub use wire::{money, money_to_proto, period};
 

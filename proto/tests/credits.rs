@@ -20,7 +20,8 @@ use payoff_core::{
 };
 use payoff_proto::{
     convert::{
-        self, credit_from_proto, credit_to_proto, encode_credit, entry_from_proto, entry_to_proto,
+        self, CreditEncoder, credit_from_proto, credit_to_proto, encode_credit, entry_from_proto,
+        entry_to_proto,
     },
     v1,
 };
@@ -149,17 +150,49 @@ fn every_credit_of_the_example_survives_the_wire() {
 #[test]
 fn the_direct_encoding_of_every_credit_of_the_example_is_proto_encoding() {
     let engine = engine();
-    let mut clicks = 0;
-    for credit in &engine.credits {
-        clicks += usize::from(credit.kind.name() == "click");
+    let mut kinds = BTreeSet::new();
+    // One encoder for all, in order, as the attributor uses it: the credits of one
+    // conversion share their explanation's bytes.
+    let mut encoder = CreditEncoder::default();
+    let mut shared = 0;
+    for (i, credit) in engine.credits.iter().enumerate() {
+        kinds.insert(credit.kind.name());
+        let want = credit_to_proto(&tenant(), credit).encode_to_vec();
+        assert_eq!(encoder.encode(&tenant(), credit), want, "{}", credit.id);
+        assert_eq!(encode_credit(&tenant(), credit), want, "{}", credit.id);
+        if let (Some(e), Some(previous)) = (
+            &credit.explanation,
+            i.checked_sub(1)
+                .and_then(|p| engine.credits[p].explanation.as_ref()),
+        ) {
+            shared += usize::from(std::sync::Arc::ptr_eq(e, previous));
+        }
+    }
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["click", "lead", "lead_status", "order", "reversal"]),
+        "the example has every kind of credit"
+    );
+    assert!(
+        shared > 0,
+        "the example has a conversion split between creators (a shared explanation)"
+    );
+}
+
+#[test]
+fn a_flagged_credit_encodes_as_proto() {
+    let engine = engine();
+    let mut encoder = CreditEncoder::default();
+    for credit in engine.credits.iter().take(50) {
+        let mut flagged = credit.clone();
+        flagged.fraud = Some(payoff_core::credit::FraudReason::ClickFlood);
         assert_eq!(
-            encode_credit(&tenant(), credit),
-            credit_to_proto(&tenant(), credit).encode_to_vec(),
+            encoder.encode(&tenant(), &flagged),
+            credit_to_proto(&tenant(), &flagged).encode_to_vec(),
             "{}",
             credit.id
         );
     }
-    assert!(clicks > 0, "the example has click credits");
 }
 
 proptest::proptest! {

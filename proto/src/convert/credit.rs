@@ -509,27 +509,54 @@ fn adjustment_kind(field: &str, value: i32) -> Result<AdjustmentKind, Violation>
 }
 
 /// A credit encoded as `payoff.v1.Credit`: the same bytes as encoding
-/// [`credit_to_proto`], written straight from the credit for a click credit (most credits,
-/// and the attributor's hot path) instead of through an owned message of copied strings.
+/// [`credit_to_proto`] (see [`CreditEncoder`]).
 pub fn encode_credit(tenant: &TenantId, credit: &Credit) -> Vec<u8> {
-    match &credit.kind {
-        CreditKind::Click { visitor, link } if credit.fraud.is_none() => {
-            let explanation = credit.explanation.as_deref().map(explanation_to_proto);
-            click_wire::encode(tenant, credit, visitor, link.as_ref(), explanation)
-        }
-        _ => credit_to_proto(tenant, credit).encode_to_vec(),
+    CreditEncoder::default().encode(tenant, credit)
+}
+
+/// Encodes credits as `payoff.v1.Credit`, the same bytes as encoding [`credit_to_proto`],
+/// written straight from the credit instead of through an owned message of copied
+/// strings (the attributor's hot path).
+///
+/// The credits of one conversion (one per credited creator) share its explanation, the
+/// largest part of each: the encoder keeps the last explanation's bytes and reuses them
+/// while the next credit carries the same one.
+#[derive(Debug, Default)]
+pub struct CreditEncoder {
+    /// The explanation last encoded (held, so its address cannot be reused) and its bytes.
+    last: Option<(Arc<Explanation>, Vec<u8>)>,
+}
+
+impl CreditEncoder {
+    /// The encoded credit of `tenant`.
+    pub fn encode(&mut self, tenant: &TenantId, credit: &Credit) -> Vec<u8> {
+        let explanation = match &credit.explanation {
+            None => None,
+            Some(explanation) => {
+                let cached = self
+                    .last
+                    .as_ref()
+                    .is_some_and(|(last, _)| Arc::ptr_eq(last, explanation));
+                if !cached {
+                    let bytes = explanation_to_proto(explanation).encode_to_vec();
+                    self.last = Some((Arc::clone(explanation), bytes));
+                }
+                self.last.as_ref().map(|(_, bytes)| bytes.as_slice())
+            }
+        };
+        wire::encode(tenant, credit, explanation)
     }
 }
 
-/// Wire encoding of a click credit, field by field in tag order as prost writes them
-/// (proto3: fields at their default value are left out).
-mod click_wire {
+/// Wire encoding of a credit, field by field in tag order as prost writes them (proto3:
+/// fields at their default value are left out).
+mod wire {
     use prost::{
         Message,
         encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len},
     };
 
-    use super::{Credit, LinkCode, TenantId, VisitorId, v1};
+    use super::{Credit, CreditKind, TenantId, fraud_reason_to_proto, kind_to_proto, v1};
     use crate::convert::to_timestamp;
 
     fn str_len(tag: u32, s: &str) -> usize {
@@ -557,20 +584,61 @@ mod click_wire {
         encode_varint(len as u64, buf);
     }
 
+    /// The kind (oneof, tags 10-14): a click written directly (most credits), the others
+    /// through their prost message.
+    // One short-lived local per credit: its size does not matter, a box would.
+    #[allow(clippy::large_enum_variant)]
+    enum Kind<'a> {
+        Click { visitor: &'a str, link: &'a str },
+        Other(super::Kind),
+    }
+
+    impl Kind<'_> {
+        fn encoded_len(&self) -> usize {
+            match self {
+                // ClickCredit: visitor_id = 1, link_code = 2, unique = 3 (always true).
+                Self::Click { visitor, link } => {
+                    message_len(10, str_len(1, visitor) + str_len(2, link) + key_len(3) + 1)
+                }
+                Self::Other(kind) => kind.encoded_len(),
+            }
+        }
+
+        fn encode(&self, buf: &mut Vec<u8>) {
+            match self {
+                Self::Click { visitor, link } => {
+                    let len = str_len(1, visitor) + str_len(2, link) + key_len(3) + 1;
+                    put_message_header(10, len, buf);
+                    put_str(1, visitor, buf);
+                    put_str(2, link, buf);
+                    encode_key(3, WireType::Varint, buf);
+                    encode_varint(1, buf);
+                }
+                Self::Other(kind) => kind.encode(buf),
+            }
+        }
+    }
+
+    /// `credit` of `tenant`, with its explanation already encoded.
     pub(super) fn encode(
         tenant: &TenantId,
         credit: &Credit,
-        visitor: &VisitorId,
-        link: Option<&LinkCode>,
-        explanation: Option<v1::Explanation>,
+        explanation: Option<&[u8]>,
     ) -> Vec<u8> {
         let id = credit.id.text();
         let at = to_timestamp(credit.occurred_at);
         let at_len = at.encoded_len();
-        let link = link.map_or("", LinkCode::as_str);
-        // ClickCredit: visitor_id = 1, link_code = 2, unique = 3 (always true).
-        let click_len = str_len(1, visitor.as_str()) + str_len(2, link) + key_len(3) + 1;
-        let explanation_len = explanation.as_ref().map(Message::encoded_len);
+        let fraud = credit.fraud.map(|reason| v1::FraudFlag {
+            reason: fraud_reason_to_proto(reason).into(),
+            detail: String::new(),
+        });
+        let kind = match &credit.kind {
+            CreditKind::Click { visitor, link } => Kind::Click {
+                visitor: visitor.as_str(),
+                link: link.as_ref().map_or("", |l| l.as_str()),
+            },
+            other => Kind::Other(kind_to_proto(other)),
+        };
         let len = str_len(1, id.as_str())
             + str_len(2, tenant.as_str())
             + str_len(3, credit.campaign.as_str())
@@ -582,8 +650,11 @@ mod click_wire {
             } else {
                 key_len(7) + encoded_len_varint(credit.config_version)
             }
-            + message_len(10, click_len)
-            + explanation_len.map_or(0, |l| message_len(20, l));
+            + fraud
+                .as_ref()
+                .map_or(0, |f| message_len(8, f.encoded_len()))
+            + kind.encoded_len()
+            + explanation.map_or(0, |e| message_len(20, e.len()));
         let mut buf = Vec::with_capacity(len);
         put_str(1, id.as_str(), &mut buf);
         put_str(2, tenant.as_str(), &mut buf);
@@ -596,16 +667,16 @@ mod click_wire {
             encode_key(7, WireType::Varint, &mut buf);
             encode_varint(credit.config_version, &mut buf);
         }
-        put_message_header(10, click_len, &mut buf);
-        put_str(1, visitor.as_str(), &mut buf);
-        put_str(2, link, &mut buf);
-        encode_key(3, WireType::Varint, &mut buf);
-        encode_varint(1, &mut buf);
-        if let (Some(explanation), Some(l)) = (explanation, explanation_len) {
-            put_message_header(20, l, &mut buf);
-            explanation.encode_raw(&mut buf);
+        if let Some(fraud) = &fraud {
+            put_message_header(8, fraud.encoded_len(), &mut buf);
+            fraud.encode_raw(&mut buf);
         }
-        debug_assert_eq!(buf.len(), len, "click credit length");
+        kind.encode(&mut buf);
+        if let Some(explanation) = explanation {
+            put_message_header(20, explanation.len(), &mut buf);
+            buf.extend_from_slice(explanation);
+        }
+        debug_assert_eq!(buf.len(), len, "credit length");
         buf
     }
 }

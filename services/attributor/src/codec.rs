@@ -11,7 +11,7 @@ use payoff_core::{
     ids::TenantId,
     time::Timestamp,
 };
-use payoff_proto::{convert::encode_credit, v1};
+use payoff_proto::{convert::CreditEncoder, v1};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
@@ -67,9 +67,10 @@ pub fn event(payload: Option<&[u8]>, now: Timestamp) -> Result<(TenantId, Event)
     Ok((tenant, event))
 }
 
-/// The protobuf value of a credit on the `credits` topic.
-pub fn credit(tenant: &TenantId, credit: &Credit) -> Vec<u8> {
-    encode_credit(tenant, credit)
+/// The protobuf value of a credit on the `credits` topic (`encoder` keeps the last
+/// explanation's bytes for the other credits of its conversion).
+pub fn credit(encoder: &mut CreditEncoder, tenant: &TenantId, credit: &Credit) -> Vec<u8> {
+    encoder.encode(tenant, credit)
 }
 
 /// A record of the order-index topic: a conversion that its corrections will look up.
@@ -172,7 +173,20 @@ pub fn changelog_value_ref(value: ChangelogValueRef<'_>) -> Vec<u8> {
 
 /// Encodes a changelog key.
 pub fn changelog_key(key: &ChangelogKey) -> Vec<u8> {
-    encode(key, 64)
+    changelog_key_of(&key.tenant, &key.entry)
+}
+
+/// A borrowed [`ChangelogKey`]: it encodes to the same bytes.
+#[derive(Serialize)]
+#[serde(rename = "ChangelogKey")]
+struct ChangelogKeyRef<'a> {
+    tenant: &'a TenantId,
+    entry: &'a Entry,
+}
+
+/// Encodes the changelog key of `entry` of `tenant` (the bytes [`changelog_key`] gives).
+pub fn changelog_key_of(tenant: &TenantId, entry: &Entry) -> Vec<u8> {
+    encode(&ChangelogKeyRef { tenant, entry }, 64)
 }
 
 /// Encodes a changelog value.

@@ -358,6 +358,8 @@ struct TenantState {
     /// Where the last expiry sweep cut, and where the changelog last heard of it.
     horizon: Option<Timestamp>,
     horizon_written: Option<Timestamp>,
+    /// Entries changed since the last changelog flush.
+    dirty: FastSet<Entry>,
 }
 
 /// What the task's parts share while one tenant's state is borrowed.
@@ -367,12 +369,13 @@ struct Book {
     held: [BTreeSet<i64>; 7],
     /// Next offset to read, per input (last consumed + 1).
     next: [Option<i64>; 7],
-    dirty: FastSet<ChangelogKey>,
     /// Events the reorder buffer released (a buffer reused for every push).
     released: Vec<Event>,
     stats: Stats,
     seq: u64,
     facts: Vec<Fact>,
+    /// Encodes credits (reusing an explanation's bytes across its conversion's credits).
+    credits: payoff_proto::convert::CreditEncoder,
     /// Wall-clock time, as data (for the wall-clock part of the correction wait).
     now: Timestamp,
 }
@@ -475,9 +478,9 @@ impl Task {
     pub fn set_clock(&mut self, now: Timestamp, out: &mut Vec<Output>) {
         self.book.now = now;
         let settings = self.settings;
-        for (tenant, state) in &mut self.tenants {
+        for state in self.tenants.values_mut() {
             if !state.waiting_by_time.is_empty() {
-                time_out_waiting(tenant, state, settings, &mut self.book, out);
+                time_out_waiting(state, settings, &mut self.book, out);
             }
         }
     }
@@ -577,7 +580,7 @@ impl Task {
         );
         self.book.released = released;
         let settings = self.settings;
-        time_out_waiting(&q.tenant, state, settings, &mut self.book, out);
+        time_out_waiting(state, settings, &mut self.book, out);
     }
 
     /// Lets event time follow the wall clock `now` (time as data) while the task is
@@ -628,7 +631,7 @@ impl Task {
             buffer.advance(now, &mut released);
             moved = true;
             process_released(tenant, state, history, &mut released, &mut self.book, out);
-            time_out_waiting(tenant, state, settings, &mut self.book, out);
+            time_out_waiting(state, settings, &mut self.book, out);
         }
         self.book.released = released;
         if moved {
@@ -654,10 +657,7 @@ impl Task {
         let state = self.tenants.entry(tenant.clone()).or_default();
         if !state.index.contains_key(&key) {
             state.index.insert(key.clone(), conversion);
-            self.book.dirty.insert(ChangelogKey {
-                tenant: tenant.clone(),
-                entry: Entry::Index(key.clone()),
-            });
+            state.dirty.insert(Entry::Index(key.clone()));
         }
         let Some(waiting) = state.waiting.remove(&key) else {
             return;
@@ -727,20 +727,22 @@ impl Task {
                 }
             }
         }
-        for key in self.book.dirty.drain() {
-            let value = self
-                .tenants
-                .get(&key.tenant)
-                .and_then(|s| match &key.entry {
-                    Entry::State(k) => s.attribution.entry_ref(*k).map(ChangelogValueRef::State),
-                    Entry::Index(k) => s.index.get(k).map(ChangelogValueRef::Index),
+        for (tenant, state) in &mut self.tenants {
+            for entry in state.dirty.drain() {
+                let value = match &entry {
+                    Entry::State(k) => state
+                        .attribution
+                        .entry_ref(*k)
+                        .map(ChangelogValueRef::State),
+                    Entry::Index(k) => state.index.get(k).map(ChangelogValueRef::Index),
                     // Only ever dirty to be removed.
                     Entry::Watermark | Entry::SeenBatch { .. } | Entry::SeenHorizon => None,
+                };
+                out.push(Output::Changelog {
+                    key: codec::changelog_key_of(tenant, &entry),
+                    payload: value.map(codec::changelog_value_ref),
                 });
-            out.push(Output::Changelog {
-                key: codec::changelog_key(&key),
-                payload: value.map(codec::changelog_value_ref),
-            });
+            }
         }
     }
 
@@ -888,7 +890,7 @@ fn process_released(
         let Some(held) = held else {
             unreachable!("every buffered event was recorded as held")
         };
-        expire(tenant, state, history, event.occurred_at, book);
+        expire(state, history, event.occurred_at);
         process(tenant, state, history, event, held, book, out);
     }
 }
@@ -909,13 +911,7 @@ fn dead_letter(book: &mut Book, record: Record, error: &DecodeError, out: &mut V
     });
 }
 
-fn expire(
-    tenant: &TenantId,
-    state: &mut TenantState,
-    history: &ProgramHistory,
-    at: Timestamp,
-    book: &mut Book,
-) {
+fn expire(state: &mut TenantState, history: &ProgramHistory, at: Timestamp) {
     let due = state.next_expiry.get_or_insert(at.plus(EXPIRY_EVERY));
     if at < *due {
         return;
@@ -929,6 +925,7 @@ fn expire(
         seen_batches,
         single_seen,
         horizon,
+        dirty,
         ..
     } = state;
     attribution.expire_tracked(before, |k| {
@@ -938,34 +935,25 @@ fn expire(
         {
             return;
         }
-        book.dirty.insert(ChangelogKey {
-            tenant: tenant.clone(),
-            entry: Entry::State(k),
-        });
+        dirty.insert(Entry::State(k));
     });
     pending_seen.retain(|(_, at)| *at >= before);
     while let Some(&(newest, id)) = seen_batches.first()
         && newest < before
     {
         seen_batches.pop_first();
-        book.dirty.insert(ChangelogKey {
-            tenant: tenant.clone(),
-            entry: Entry::SeenBatch { newest, id },
-        });
+        dirty.insert(Entry::SeenBatch { newest, id });
     }
     *horizon = Some(before);
 }
 
 /// Notes for the changelog what applying `fact` changed: a seen id joins this
 /// transaction's batch; any other key is written as it stands at the flush.
-fn note_change(tenant: &TenantId, state: &mut TenantState, book: &mut Book, fact: &Fact) {
+fn note_change(state: &mut TenantState, fact: &Fact) {
     match (fact, StateKey::changed_by(fact)) {
         (Fact::Seen { at, .. }, Some(StateKey::Seen(d))) => state.pending_seen.push((d, *at)),
         (_, Some(k)) => {
-            book.dirty.insert(ChangelogKey {
-                tenant: tenant.clone(),
-                entry: Entry::State(k),
-            });
+            state.dirty.insert(Entry::State(k));
         }
         (_, None) => {}
     }
@@ -1042,7 +1030,7 @@ fn process(
     let mut result = None;
     for fact in &facts {
         attribution::apply(&mut state.attribution, fact);
-        note_change(tenant, state, book, fact);
+        note_change(state, fact);
         match fact {
             Fact::Indexed { key, record } => {
                 let text = match key {
@@ -1057,9 +1045,9 @@ fn process(
                         record: record.clone(),
                     }),
                 });
-                index_fact(tenant, state, fact, key, book);
+                index_fact(state, fact, key);
             }
-            Fact::Refunded { key, .. } => index_fact(tenant, state, fact, key, book),
+            Fact::Refunded { key, .. } => index_fact(state, fact, key),
             Fact::Credited(credit) => {
                 out.push(Output::Credit {
                     key: topology::key(&[
@@ -1067,7 +1055,7 @@ fn process(
                         credit.campaign.as_str(),
                         credit.creator.as_str(),
                     ]),
-                    payload: codec::credit(tenant, credit),
+                    payload: codec::credit(&mut book.credits, tenant, credit),
                     occurred_at: credit.occurred_at,
                     kind: credit.kind.name(),
                 });
@@ -1096,24 +1084,14 @@ fn process(
     book.facts = facts;
 }
 
-fn index_fact(
-    tenant: &TenantId,
-    state: &mut TenantState,
-    fact: &Fact,
-    key: &ConversionKey,
-    book: &mut Book,
-) {
+fn index_fact(state: &mut TenantState, fact: &Fact, key: &ConversionKey) {
     attribution::apply_index(&mut state.index, fact);
-    book.dirty.insert(ChangelogKey {
-        tenant: tenant.clone(),
-        entry: Entry::Index(key.clone()),
-    });
+    state.dirty.insert(Entry::Index(key.clone()));
 }
 
 /// Corrections that waited longer (in event time) than the limit go to the dead letters;
 /// their ids are remembered, so a re-read after a restart is a duplicate.
 fn time_out_waiting(
-    tenant: &TenantId,
     state: &mut TenantState,
     settings: Settings,
     book: &mut Book,
@@ -1151,7 +1129,7 @@ fn time_out_waiting(
             at: w.event.occurred_at,
         };
         attribution::apply(&mut state.attribution, &seen);
-        note_change(tenant, state, book, &seen);
+        note_change(state, &seen);
         book.held[w.held.source.index()].remove(&w.held.offset);
         book.stats.add(type_index(&w.event.payload), DEAD_LETTERED);
         let raw = w.held.raw.unwrap_or(Raw {
