@@ -16,6 +16,7 @@ use payoff_core::{
     event::AdjustmentKind,
     ids::{CampaignId, CreatorId, EventId, LeadId, LinkCode, OrderId, TenantId, VisitorId},
     money::Money,
+    money::decimal_text,
     program::Model,
 };
 
@@ -140,7 +141,7 @@ fn kind_to_proto(kind: &CreditKind) -> Kind {
             new_customer,
         } => Kind::Lead(v1::LeadCredit {
             lead_id: lead.as_str().to_owned(),
-            share: shares[*index].share.to_string(),
+            share: decimal_text(shares[*index].share),
             all_shares: shares.iter().map(share_to_proto).collect(),
             new_customer: *new_customer,
         }),
@@ -155,7 +156,7 @@ fn kind_to_proto(kind: &CreditKind) -> Kind {
             renewal,
         } => Kind::Order(v1::OrderCredit {
             order_id: order.as_str().to_owned(),
-            share: shares[*index].share.to_string(),
+            share: decimal_text(shares[*index].share),
             all_shares: shares.iter().map(share_to_proto).collect(),
             net_amount: Some(money_to_proto(*net)),
             gross_amount: Some(money_to_proto(*gross)),
@@ -182,7 +183,7 @@ fn kind_to_proto(kind: &CreditKind) -> Kind {
             original_credit_id: original.to_text(),
             order_id: order.as_str().to_owned(),
             kind: adjustment_kind_to_proto(*kind).into(),
-            cumulative_fraction: cumulative_fraction.to_string(),
+            cumulative_fraction: decimal_text(*cumulative_fraction),
             amount: None,
         }),
         CreditKind::LeadStatus {
@@ -281,7 +282,7 @@ fn share_to_proto(s: &Share) -> v1::Share {
     v1::Share {
         creator_id: s.creator.as_str().to_owned(),
         campaign_id: s.campaign.as_str().to_owned(),
-        share: s.share.to_string(),
+        share: decimal_text(s.share),
     }
 }
 

@@ -12,6 +12,7 @@ use payoff_core::{
     event::AdjustmentKind,
     ids::{CampaignId, CreatorId, EventId, LeadId, OrderId, PlanId, PostId, RecordId, TenantId},
     ledger::{Cause, EntryKind, LedgerEntry, Note},
+    money::decimal_text,
     projection::EntryStatus,
 };
 
@@ -109,19 +110,19 @@ pub fn entry_from_proto(p: &v1::LedgerEntry) -> Result<(TenantId, LedgerEntry), 
 fn note_to_proto(note: &Note) -> Option<v1::EntryNote> {
     let kind = match note {
         Note::Cpc { amount } => NoteKind::Cpc(entry_note::CpcNote {
-            amount: amount.to_string(),
+            amount: decimal_text(*amount),
         }),
         Note::Cpl { amount, share } => NoteKind::Cpl(entry_note::CplNote {
-            amount: amount.to_string(),
-            share: share.to_string(),
+            amount: decimal_text(*amount),
+            share: decimal_text(*share),
         }),
         Note::CplQualified => NoteKind::CplQualified(entry_note::CplQualifiedNote {}),
         Note::Flat { amount, share } => NoteKind::Flat(entry_note::FlatNote {
-            amount: amount.to_string(),
+            amount: decimal_text(*amount),
             share: optional_decimal_to_proto(*share),
         }),
         Note::Percent { rate, net, share } => NoteKind::Percent(entry_note::PercentNote {
-            rate: rate.to_string(),
+            rate: decimal_text(*rate),
             net: Some(money_to_proto(*net)),
             share: optional_decimal_to_proto(*share),
         }),
@@ -130,7 +131,7 @@ fn note_to_proto(note: &Note) -> Option<v1::EntryNote> {
             position,
             share,
         } => NoteKind::Tier(entry_note::TierNote {
-            rate: rate.to_string(),
+            rate: decimal_text(*rate),
             position: position.to_string(),
             share: optional_decimal_to_proto(*share),
         }),

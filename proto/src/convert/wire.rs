@@ -4,6 +4,7 @@
 use payoff_core::{
     Violation,
     ids::DerivedId,
+    money::decimal_text,
     money::{Currency, Money, parse_decimal},
     time::{Period, PeriodKind, Timestamp},
 };
@@ -15,7 +16,7 @@ use crate::v1;
 /// Money as a decimal string (scale kept: `"8.50"` stays `"8.50"`) and its code.
 pub fn money_to_proto(m: Money) -> v1::Money {
     v1::Money {
-        amount: m.amount.to_string(),
+        amount: decimal_text(m.amount),
         currency: m.currency.code().to_owned(),
     }
 }
@@ -43,7 +44,7 @@ pub(super) fn optional_decimal(field: &str, text: &str) -> Result<Option<Decimal
 
 /// An optional decimal's wire form: empty when absent.
 pub(super) fn optional_decimal_to_proto(d: Option<Decimal>) -> String {
-    d.map(|d| d.to_string()).unwrap_or_default()
+    d.map(decimal_text).unwrap_or_default()
 }
 
 /// A required derived id.

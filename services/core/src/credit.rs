@@ -47,7 +47,7 @@ pub struct Share {
     /// The campaign.
     pub campaign: CampaignId,
     /// The share, an exact decimal; a conversion's shares sum to exactly one.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub share: Decimal,
 }
 
@@ -110,7 +110,7 @@ pub enum CreditKind {
         /// What happened.
         kind: AdjustmentKind,
         /// Fraction of the order refunded so far, this one included (1 = all of it).
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::money::decimal_str")]
         cumulative_fraction: Decimal,
     },
     /// A lead qualified or rejected.

@@ -289,7 +289,7 @@ pub struct LineItem {
     /// Units bought (at least one).
     pub quantity: u32,
     /// Price of one unit, in the order's currency.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub unit_price: Decimal,
 }
 

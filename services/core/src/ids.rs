@@ -38,12 +38,25 @@ pub fn check_id(field: &str, value: &str) -> Result<(), Violation> {
 
 /// Whether `value` holds a control character (Unicode general category Cc: U+0000 to
 /// U+001F and U+007F to U+009F). Printable ASCII, nearly every id, is judged a byte at a
-/// time without decoding UTF-8.
+/// time without decoding UTF-8, sixteen bytes at once.
 pub fn has_control(value: &str) -> bool {
-    if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+    if printable_ascii(value.as_bytes()) {
         return false;
     }
     value.chars().any(char::is_control)
+}
+
+/// Whether every byte is printable ASCII (0x20 to 0x7e).
+fn printable_ascii(bytes: &[u8]) -> bool {
+    let printable = |b: u8| b.wrapping_sub(0x20) < 0x5f;
+    let mut chunks = bytes.chunks_exact(16);
+    for chunk in &mut chunks {
+        // No early exit within a chunk, so the compiler checks its bytes side by side.
+        if !chunk.iter().fold(true, |all, &b| all & printable(b)) {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&b| printable(b))
 }
 
 macro_rules! id_type {
@@ -350,14 +363,24 @@ impl fmt::Debug for DerivedId {
 
 impl Serialize for DerivedId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(self.text().as_str())
     }
 }
 
 impl<'de> Deserialize<'de> for DerivedId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Self::parse("id", &text).map_err(|e| serde::de::Error::custom(e.detail))
+        /// Reads the text without copying it where the format lends it.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = DerivedId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a derived id (kind, `_`, 32 hex digits)")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<DerivedId, E> {
+                DerivedId::parse("id", text).map_err(|e| E::custom(e.detail))
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 

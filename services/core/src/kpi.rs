@@ -42,22 +42,22 @@ pub struct KpiTotals {
     /// Shares (engagement deltas).
     pub shares: u64,
     /// Credited leads.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub leads: Decimal,
     /// Credited leads that qualified.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub qualified_leads: Decimal,
     /// Credited orders, net of full refunds.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub orders: Decimal,
     /// Credited orders from returning customers.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub returning_orders: Decimal,
     /// Credited revenue (net amounts), net of refunds.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub revenue: Decimal,
     /// Cost: commission, bonuses, base fees and manual adjustments, net of reversals.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub cost: Decimal,
 }
 

@@ -207,10 +207,10 @@ pub struct Accrual {
     /// Its plan.
     pub plan: PlanId,
     /// Its amount.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub amount: Decimal,
     /// How much of it has been reversed.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub reversed: Decimal,
 }
 
@@ -224,15 +224,15 @@ pub struct CreditRecord {
     /// Period of the conversion.
     pub period: Period,
     /// This creator's share.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub share: Decimal,
     /// Revenue credited to this creator.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub revenue: Decimal,
     /// Counted in tier progress (orders) and not yet fully reversed.
     pub counted: bool,
     /// Fraction reversed so far.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub reversed_fraction: Decimal,
     /// Accruals made for it.
     pub accruals: Vec<Accrual>,
@@ -250,7 +250,7 @@ pub struct MilestoneState {
     /// The bonus entry.
     pub entry: DerivedId,
     /// Its amount.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub amount: Decimal,
     /// End of its hold.
     pub hold_until: Timestamp,
@@ -264,7 +264,7 @@ pub struct MilestoneState {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Usage {
     /// Amount paid.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub amount: Decimal,
     /// Conversions paid.
     pub count: u64,
@@ -276,7 +276,7 @@ pub struct PeriodBook {
     /// Net credited orders.
     pub orders: i64,
     /// Net credited revenue.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub revenue: Decimal,
     /// Plan usage for caps.
     pub usage: BTreeMap<PlanId, Usage>,
@@ -340,7 +340,7 @@ pub enum LedgerFact {
         /// The credit.
         credit: DerivedId,
         /// New cumulative fraction.
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::money::decimal_str")]
         fraction: Decimal,
         /// Still counted in tier progress.
         counted: bool,
@@ -363,7 +363,7 @@ pub enum LedgerFact {
         /// Change in net orders.
         orders: i64,
         /// Change in net revenue.
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::money::decimal_str")]
         revenue: Decimal,
     },
     /// A milestone's state changed.

@@ -83,7 +83,7 @@ impl<'de> Deserialize<'de> for Currency {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Money {
     /// The amount, as a decimal string on the wire.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub amount: Decimal,
     /// Its currency.
     pub currency: Currency,
@@ -196,6 +196,97 @@ pub fn parse_decimal(field: &str, text: &str) -> Result<Decimal, Violation> {
         })
 }
 
+/// A decimal as text: exactly what `Decimal`'s `Display` writes (every digit of the
+/// scale kept, `-` on a negative sign, negative zero too), from the 128-bit mantissa in
+/// one pass instead of one 96-bit division per digit. Amounts, shares and rates go on the
+/// wire as this text.
+pub fn decimal_text(value: Decimal) -> String {
+    DecimalText::new(value).as_str().to_owned()
+}
+
+/// [`decimal_text`] on the stack.
+#[derive(Clone, Copy)]
+pub struct DecimalText {
+    /// A sign, 29 digits, a point and a leading zero at most.
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl DecimalText {
+    /// The text of `value`.
+    pub fn new(value: Decimal) -> Self {
+        let scale = value.scale() as usize;
+        // Least significant digit first.
+        let mut digits = [0u8; 29];
+        let mut n = 0;
+        let mut rest = value.mantissa().unsigned_abs();
+        while rest > u128::from(u64::MAX) {
+            digits[n] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            n += 1;
+        }
+        let mut rest = rest as u64;
+        while rest > 0 {
+            digits[n] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            n += 1;
+        }
+        // Zeros up to the scale (a scale is at most 28, a mantissa at most 29 digits).
+        while n < scale {
+            digits[n] = b'0';
+            n += 1;
+        }
+        let whole = n - scale;
+        let mut text = Self {
+            buf: [0; 32],
+            len: 0,
+        };
+        let mut push = |b: u8| {
+            text.buf[text.len] = b;
+            text.len += 1;
+        };
+        if value.is_sign_negative() {
+            push(b'-');
+        }
+        if whole == 0 {
+            push(b'0');
+        }
+        for (i, d) in digits[..n].iter().rev().enumerate() {
+            if i == whole && scale > 0 {
+                push(b'.');
+            }
+            push(*d);
+        }
+        text
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits, `-` and `.` were written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+/// Serde of a decimal as its text (`#[serde(with = "crate::money::decimal_str")]`): the
+/// text of `rust_decimal::serde::str`, written by [`DecimalText`]; read by
+/// `rust_decimal::serde::str`.
+pub mod decimal_str {
+    use rust_decimal::Decimal;
+    use serde::{Deserializer, Serializer};
+
+    use super::DecimalText;
+
+    /// Writes the decimal's text.
+    pub fn serialize<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(DecimalText::new(*value).as_str())
+    }
+
+    /// Reads a decimal's text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+        rust_decimal::serde::str::deserialize(deserializer)
+    }
+}
+
 /// Splits `total` (already rounded to `currency`) by `shares` (summing to one): each part
 /// but the last is rounded half to even, the last takes the remainder, so the parts add up
 /// to `total` exactly.
@@ -296,5 +387,52 @@ mod tests {
         let shares = [third, third, dec!(1) - third - third];
         let parts = allocate(dec!(10.00), &shares, usd());
         assert_eq!(parts, vec![dec!(3.33), dec!(3.33), dec!(3.34)]);
+    }
+
+    #[test]
+    fn decimal_text_is_display_at_the_edges() {
+        for d in [
+            dec!(0),
+            dec!(0.00),
+            dec!(-0.00),
+            dec!(1),
+            dec!(-1),
+            dec!(0.5),
+            dec!(10.10),
+            dec!(0.000000000001),
+            dec!(0.333333333333),
+            dec!(123456789.123456789),
+            Decimal::MAX,
+            Decimal::MIN,
+            Decimal::new(1, 28),
+            Decimal::from_parts(u32::MAX, u32::MAX, u32::MAX, false, 28),
+            Decimal::from_parts(0, 0, 0, true, 5),
+        ] {
+            assert_eq!(decimal_text(d), d.to_string(), "{d:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any decimal's text is what `Display` writes.
+        #[test]
+        fn decimal_text_is_display(
+            lo: u32,
+            mid in proptest::prop_oneof![proptest::strategy::Just(0u32), proptest::num::u32::ANY],
+            hi in proptest::prop_oneof![proptest::strategy::Just(0u32), proptest::num::u32::ANY],
+            negative: bool,
+            scale in 0u32..=28,
+        ) {
+            let d = Decimal::from_parts(lo, mid, hi, negative, scale);
+            proptest::prop_assert_eq!(decimal_text(d), d.to_string());
+            // The serde text is rust_decimal's, and reads back to the same decimal.
+            #[derive(Serialize, Deserialize)]
+            struct Ours(#[serde(with = "decimal_str")] Decimal);
+            #[derive(Serialize)]
+            struct Theirs(#[serde(with = "rust_decimal::serde::str")] Decimal);
+            let json = serde_json::to_string(&Ours(d)).unwrap();
+            proptest::prop_assert_eq!(&json, &serde_json::to_string(&Theirs(d)).unwrap());
+            let back: Ours = serde_json::from_str(&json).unwrap();
+            proptest::prop_assert_eq!(back.0.unpack(), d.unpack());
+        }
     }
 }

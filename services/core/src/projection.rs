@@ -164,7 +164,7 @@ pub struct TierProgress {
     /// Net credited orders.
     pub orders: i64,
     /// Net credited revenue.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub revenue: Decimal,
     /// Rate the next order would earn under the campaign's tiered plan, if any.
     #[serde(with = "rust_decimal::serde::str_option")]

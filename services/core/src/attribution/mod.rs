@@ -87,7 +87,7 @@ pub struct ConversionRecord {
     /// Gross amount (orders).
     pub gross: Option<Money>,
     /// Fraction refunded so far.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::money::decimal_str")]
     pub refunded: Decimal,
     /// The adjustment events applied so far: a resend is a duplicate even after the
     /// attributor's event-id window has forgotten it (§4: "however late").
