@@ -626,5 +626,53 @@ fn every_rule_and_fraud_flag_survives_the_wire() {
         credit.explanation = Some(explanation.into());
         credit.fraud = fraud.get(i).copied();
         assert_eq!(credit_round_trip(&credit), credit);
+        assert_eq!(
+            encode_credit(&tenant(), &credit),
+            credit_to_proto(&tenant(), &credit).encode_to_vec(),
+            "the direct encoding of rule {i}"
+        );
     }
+}
+
+#[test]
+fn renewals_negative_fractions_and_uncategorised_amounts_encode_as_proto() {
+    use payoff_core::{
+        credit::{CreditKind, Renewal},
+        ids::OrderId,
+    };
+    let engine = engine();
+    let mut checked = 0;
+    for credit in &engine.credits {
+        let mut credit = credit.clone();
+        match &mut credit.kind {
+            CreditKind::Order {
+                renewal,
+                categories,
+                ..
+            } => {
+                *renewal = Some(Renewal {
+                    of: OrderId::new("o-first"),
+                    original_at: Timestamp::from_millis(-1_500),
+                });
+                *categories = vec![
+                    (None, Decimal::new(-1234, 2)),
+                    (Some("skincare".into()), Decimal::ZERO),
+                ]
+                .into();
+            }
+            CreditKind::Reversal {
+                cumulative_fraction,
+                ..
+            } => *cumulative_fraction = Decimal::new(-5, 1),
+            _ => continue,
+        }
+        checked += 1;
+        assert_eq!(
+            encode_credit(&tenant(), &credit),
+            credit_to_proto(&tenant(), &credit).encode_to_vec(),
+            "{}",
+            credit.id
+        );
+    }
+    assert!(checked > 0, "the example has orders and reversals");
 }

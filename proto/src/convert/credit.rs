@@ -6,8 +6,6 @@
 
 use std::sync::Arc;
 
-use prost::Message;
-
 use payoff_core::{
     Rejection, Violation,
     credit::{
@@ -539,7 +537,7 @@ impl CreditEncoder {
                     .as_ref()
                     .is_some_and(|(last, _)| Arc::ptr_eq(last, explanation));
                 if !cached {
-                    let bytes = explanation_to_proto(explanation).encode_to_vec();
+                    let bytes = wire::explanation(explanation);
                     self.last = Some((Arc::clone(explanation), bytes));
                 }
                 self.last.as_ref().map(|(_, bytes)| bytes.as_slice())
@@ -549,26 +547,28 @@ impl CreditEncoder {
     }
 }
 
-/// Wire encoding of a credit, field by field in tag order as prost writes them (proto3:
-/// fields at their default value are left out).
+/// Wire encoding of a credit and its explanation, field by field in tag order as prost
+/// writes them (proto3: fields at their default value are left out, messages that are
+/// present are written even when empty), with no owned message in between.
 mod wire {
     use prost::{
         Message,
-        encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len},
+        encoding::{WireType, encode_key, encode_varint, encoded_len_varint},
     };
 
-    use super::{Credit, CreditKind, TenantId, fraud_reason_to_proto, kind_to_proto, v1};
-    use crate::convert::to_timestamp;
+    use payoff_core::{
+        credit::{Candidate, Rule, Share},
+        money::{DecimalText, Money},
+        time::{Duration, Timestamp},
+    };
 
-    fn str_len(tag: u32, s: &str) -> usize {
-        if s.is_empty() {
-            0
-        } else {
-            key_len(tag) + encoded_len_varint(s.len() as u64) + s.len()
-        }
-    }
+    use super::{
+        Credit, CreditKind, Explanation, MODELS, TenantId, adjustment_kind_to_proto,
+        fraud_reason_to_proto, v1,
+    };
+    use crate::convert::{to_duration, to_timestamp};
 
-    fn put_str(tag: u32, s: &str, buf: &mut Vec<u8>) {
+    fn put_str(buf: &mut Vec<u8>, tag: u32, s: &str) {
         if !s.is_empty() {
             encode_key(tag, WireType::LengthDelimited, buf);
             encode_varint(s.len() as u64, buf);
@@ -576,108 +576,276 @@ mod wire {
         }
     }
 
-    fn message_len(tag: u32, len: usize) -> usize {
-        key_len(tag) + encoded_len_varint(len as u64) + len
+    fn put_bool(buf: &mut Vec<u8>, tag: u32, b: bool) {
+        if b {
+            encode_key(tag, WireType::Varint, buf);
+            buf.push(1);
+        }
     }
 
-    fn put_message_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
+    fn put_u64(buf: &mut Vec<u8>, tag: u32, v: u64) {
+        if v != 0 {
+            encode_key(tag, WireType::Varint, buf);
+            encode_varint(v, buf);
+        }
+    }
+
+    /// An enum value (int32: a negative one is ten bytes, as prost writes it).
+    fn put_enum(buf: &mut Vec<u8>, tag: u32, v: i32) {
+        if v != 0 {
+            encode_key(tag, WireType::Varint, buf);
+            encode_varint(i64::from(v) as u64, buf);
+        }
+    }
+
+    /// A present message: its body is written in place after a one-byte length, which
+    /// is widened (the body moved) in the rare case it is 128 bytes or more.
+    fn put_message(buf: &mut Vec<u8>, tag: u32, body: impl FnOnce(&mut Vec<u8>)) {
         encode_key(tag, WireType::LengthDelimited, buf);
-        encode_varint(len as u64, buf);
-    }
-
-    /// The kind (oneof, tags 10-14): a click written directly (most credits), the others
-    /// through their prost message.
-    // One short-lived local per credit: its size does not matter, a box would.
-    #[allow(clippy::large_enum_variant)]
-    enum Kind<'a> {
-        Click { visitor: &'a str, link: &'a str },
-        Other(super::Kind),
-    }
-
-    impl Kind<'_> {
-        fn encoded_len(&self) -> usize {
-            match self {
-                // ClickCredit: visitor_id = 1, link_code = 2, unique = 3 (always true).
-                Self::Click { visitor, link } => {
-                    message_len(10, str_len(1, visitor) + str_len(2, link) + key_len(3) + 1)
-                }
-                Self::Other(kind) => kind.encoded_len(),
-            }
-        }
-
-        fn encode(&self, buf: &mut Vec<u8>) {
-            match self {
-                Self::Click { visitor, link } => {
-                    let len = str_len(1, visitor) + str_len(2, link) + key_len(3) + 1;
-                    put_message_header(10, len, buf);
-                    put_str(1, visitor, buf);
-                    put_str(2, link, buf);
-                    encode_key(3, WireType::Varint, buf);
-                    encode_varint(1, buf);
-                }
-                Self::Other(kind) => kind.encode(buf),
-            }
+        let at = buf.len();
+        buf.push(0);
+        body(buf);
+        let len = buf.len() - at - 1;
+        if len < 0x80 {
+            buf[at] = len as u8;
+        } else {
+            let mut prefix = Vec::with_capacity(encoded_len_varint(len as u64));
+            encode_varint(len as u64, &mut prefix);
+            buf.splice(at..=at, prefix);
         }
     }
 
-    /// `credit` of `tenant`, with its explanation already encoded.
+    fn put_timestamp(buf: &mut Vec<u8>, tag: u32, t: Timestamp) {
+        let t = to_timestamp(t);
+        put_message(buf, tag, |buf| t.encode_raw(buf));
+    }
+
+    fn put_duration(buf: &mut Vec<u8>, tag: u32, d: Duration) {
+        let d = to_duration(d);
+        put_message(buf, tag, |buf| d.encode_raw(buf));
+    }
+
+    fn put_decimal(buf: &mut Vec<u8>, tag: u32, d: rust_decimal::Decimal) {
+        put_str(buf, tag, DecimalText::new(d).as_str());
+    }
+
+    /// `payoff.v1.Money`: amount = 1, currency = 2.
+    fn put_money(buf: &mut Vec<u8>, tag: u32, m: Money) {
+        put_message(buf, tag, |buf| {
+            put_decimal(buf, 1, m.amount);
+            put_str(buf, 2, m.currency.code());
+        });
+    }
+
+    /// `payoff.v1.Share`: creator_id = 1, campaign_id = 2, share = 3.
+    fn put_share(buf: &mut Vec<u8>, tag: u32, s: &Share) {
+        put_message(buf, tag, |buf| {
+            put_str(buf, 1, s.creator.as_str());
+            put_str(buf, 2, s.campaign.as_str());
+            put_decimal(buf, 3, s.share);
+        });
+    }
+
+    /// The kind (oneof): click = 10, order = 11, lead = 12, reversal = 13, lead_status = 14.
+    fn put_kind(buf: &mut Vec<u8>, kind: &CreditKind) {
+        match kind {
+            // ClickCredit: visitor_id = 1, link_code = 2, unique = 3 (always true: the
+            // attributor credits unique clicks only).
+            CreditKind::Click { visitor, link } => put_message(buf, 10, |buf| {
+                put_str(buf, 1, visitor.as_str());
+                put_str(buf, 2, link.as_ref().map_or("", |l| l.as_str()));
+                put_bool(buf, 3, true);
+            }),
+            // OrderCredit: order_id = 1, share = 2, all_shares = 3, net_amount = 4,
+            // gross_amount = 5, category_amounts = 6, new_customer = 7, renewal_of = 8,
+            // original_occurred_at = 9.
+            CreditKind::Order {
+                order,
+                index,
+                shares,
+                gross,
+                net,
+                categories,
+                new_customer,
+                renewal,
+            } => put_message(buf, 11, |buf| {
+                put_str(buf, 1, order.as_str());
+                put_decimal(buf, 2, shares[*index].share);
+                for share in shares.iter() {
+                    put_share(buf, 3, share);
+                }
+                put_money(buf, 4, *net);
+                put_money(buf, 5, *gross);
+                for (category, amount) in categories.iter() {
+                    // CategoryAmount: category = 1, amount = 2.
+                    put_message(buf, 6, |buf| {
+                        put_str(buf, 1, category.as_deref().unwrap_or_default());
+                        put_money(buf, 2, Money::new(*amount, net.currency));
+                    });
+                }
+                put_bool(buf, 7, *new_customer);
+                if let Some(renewal) = renewal {
+                    put_str(buf, 8, renewal.of.as_str());
+                    put_timestamp(buf, 9, renewal.original_at);
+                }
+            }),
+            // LeadCredit: lead_id = 1, share = 2, all_shares = 3, new_customer = 4.
+            CreditKind::Lead {
+                lead,
+                index,
+                shares,
+                new_customer,
+            } => put_message(buf, 12, |buf| {
+                put_str(buf, 1, lead.as_str());
+                put_decimal(buf, 2, shares[*index].share);
+                for share in shares.iter() {
+                    put_share(buf, 3, share);
+                }
+                put_bool(buf, 4, *new_customer);
+            }),
+            // ReversalCredit: original_credit_id = 1, order_id = 2, kind = 3,
+            // cumulative_fraction = 4, amount = 5 (never set here).
+            CreditKind::Reversal {
+                original,
+                order,
+                kind,
+                cumulative_fraction,
+            } => put_message(buf, 13, |buf| {
+                put_str(buf, 1, original.text().as_str());
+                put_str(buf, 2, order.as_str());
+                put_enum(buf, 3, adjustment_kind_to_proto(*kind).into());
+                put_decimal(buf, 4, *cumulative_fraction);
+            }),
+            // LeadStatusCredit: original_credit_id = 1, lead_id = 2, qualified = 3.
+            CreditKind::LeadStatus {
+                original,
+                lead,
+                qualified,
+            } => put_message(buf, 14, |buf| {
+                put_str(buf, 1, original.text().as_str());
+                put_str(buf, 2, lead.as_str());
+                put_bool(buf, 3, *qualified);
+            }),
+        }
+    }
+
+    /// `payoff.v1.Candidate`: click_event_id = 1, creator_id = 2, campaign_id = 3,
+    /// occurred_at = 4, eligible = 5, reason = 6, share = 7.
+    fn put_candidate(buf: &mut Vec<u8>, tag: u32, c: &Candidate) {
+        put_message(buf, tag, |buf| {
+            put_str(buf, 1, c.click.as_str());
+            put_str(buf, 2, c.creator.as_str());
+            put_str(buf, 3, c.campaign.as_str());
+            put_timestamp(buf, 4, c.at);
+            put_bool(buf, 5, c.eligible);
+            put_str(buf, 6, c.reason.unwrap_or_default());
+            if let Some(share) = c.share {
+                put_decimal(buf, 7, share);
+            }
+        });
+    }
+
+    /// The body of `payoff.v1.Explanation`: rule = 1, promo_code = 2, model = 3,
+    /// lookback = 4, candidates = 5, fraud_checks = 6, config_version = 7, event_id = 8,
+    /// model_campaign_id = 9, renewal_of = 10.
+    pub(super) fn explanation(e: &Explanation) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(64 + 96 * e.candidates.len());
+        let buf = &mut buf;
+        let (rule, promo_code, model, lookback, model_campaign, renewal_of) = match &e.rule {
+            Rule::PromoCode { code } => (
+                v1::AttributionRule::PromoCode,
+                code.as_str(),
+                v1::AttributionModel::Unspecified,
+                None,
+                "",
+                "",
+            ),
+            Rule::Model {
+                model,
+                campaign,
+                lookback,
+            } => (
+                v1::AttributionRule::Model,
+                "",
+                MODELS
+                    .iter()
+                    .find(|(m, _)| m.name() == *model)
+                    .map_or(v1::AttributionModel::Unspecified, |(_, w)| *w),
+                Some(*lookback),
+                campaign.as_str(),
+                "",
+            ),
+            Rule::Renewal { of } => (
+                v1::AttributionRule::Renewal,
+                "",
+                v1::AttributionModel::Unspecified,
+                None,
+                "",
+                of.as_str(),
+            ),
+            Rule::Unattributed => (
+                v1::AttributionRule::Unattributed,
+                "",
+                v1::AttributionModel::Unspecified,
+                None,
+                "",
+                "",
+            ),
+        };
+        put_enum(buf, 1, rule.into());
+        put_str(buf, 2, promo_code);
+        put_enum(buf, 3, model.into());
+        if let Some(lookback) = lookback {
+            put_duration(buf, 4, lookback);
+        }
+        for c in &e.candidates {
+            put_candidate(buf, 5, c);
+        }
+        // FraudCheck: name = 1, passed = 2, detail = 3.
+        for c in &e.fraud_checks {
+            put_message(buf, 6, |buf| {
+                put_str(buf, 1, c.check.as_str());
+                put_bool(buf, 2, c.passed);
+                put_str(buf, 3, &c.detail);
+            });
+        }
+        put_u64(buf, 7, e.config_version);
+        put_str(buf, 8, e.event.as_str());
+        put_str(buf, 9, model_campaign);
+        put_str(buf, 10, renewal_of);
+        std::mem::take(buf)
+    }
+
+    /// `credit` of `tenant`, with its explanation already encoded: credit_id = 1,
+    /// tenant_id = 2, campaign_id = 3, creator_id = 4, occurred_at = 5,
+    /// cause_event_id = 6, config_version = 7, fraud = 8, the kind (10-14),
+    /// explanation = 20.
     pub(super) fn encode(
         tenant: &TenantId,
         credit: &Credit,
         explanation: Option<&[u8]>,
     ) -> Vec<u8> {
-        let id = credit.id.text();
-        let at = to_timestamp(credit.occurred_at);
-        let at_len = at.encoded_len();
-        let fraud = credit.fraud.map(|reason| v1::FraudFlag {
-            reason: fraud_reason_to_proto(reason).into(),
-            detail: String::new(),
-        });
-        let kind = match &credit.kind {
-            CreditKind::Click { visitor, link } => Kind::Click {
-                visitor: visitor.as_str(),
-                link: link.as_ref().map_or("", |l| l.as_str()),
-            },
-            other => Kind::Other(kind_to_proto(other)),
-        };
-        let len = str_len(1, id.as_str())
-            + str_len(2, tenant.as_str())
-            + str_len(3, credit.campaign.as_str())
-            + str_len(4, credit.creator.as_str())
-            + message_len(5, at_len)
-            + str_len(6, credit.cause.as_str())
-            + if credit.config_version == 0 {
-                0
-            } else {
-                key_len(7) + encoded_len_varint(credit.config_version)
-            }
-            + fraud
-                .as_ref()
-                .map_or(0, |f| message_len(8, f.encoded_len()))
-            + kind.encoded_len()
-            + explanation.map_or(0, |e| message_len(20, e.len()));
-        let mut buf = Vec::with_capacity(len);
-        put_str(1, id.as_str(), &mut buf);
-        put_str(2, tenant.as_str(), &mut buf);
-        put_str(3, credit.campaign.as_str(), &mut buf);
-        put_str(4, credit.creator.as_str(), &mut buf);
-        put_message_header(5, at_len, &mut buf);
-        at.encode_raw(&mut buf);
-        put_str(6, credit.cause.as_str(), &mut buf);
-        if credit.config_version != 0 {
-            encode_key(7, WireType::Varint, &mut buf);
-            encode_varint(credit.config_version, &mut buf);
+        let mut buf = Vec::with_capacity(192 + explanation.map_or(0, |e| e.len() + 3));
+        let buf = &mut buf;
+        put_str(buf, 1, credit.id.text().as_str());
+        put_str(buf, 2, tenant.as_str());
+        put_str(buf, 3, credit.campaign.as_str());
+        put_str(buf, 4, credit.creator.as_str());
+        put_timestamp(buf, 5, credit.occurred_at);
+        put_str(buf, 6, credit.cause.as_str());
+        put_u64(buf, 7, credit.config_version);
+        if let Some(reason) = credit.fraud {
+            // FraudFlag: reason = 1, detail = 2 (never set here).
+            put_message(buf, 8, |buf| {
+                put_enum(buf, 1, fraud_reason_to_proto(reason).into());
+            });
         }
-        if let Some(fraud) = &fraud {
-            put_message_header(8, fraud.encoded_len(), &mut buf);
-            fraud.encode_raw(&mut buf);
-        }
-        kind.encode(&mut buf);
+        put_kind(buf, &credit.kind);
         if let Some(explanation) = explanation {
-            put_message_header(20, explanation.len(), &mut buf);
+            encode_key(20, WireType::LengthDelimited, buf);
+            encode_varint(explanation.len() as u64, buf);
             buf.extend_from_slice(explanation);
         }
-        debug_assert_eq!(buf.len(), len, "credit length");
-        buf
+        std::mem::take(buf)
     }
 }
