@@ -41,18 +41,7 @@ fn partition_of(key: &[u8]) -> usize {
 }
 
 fn source_of(topics: &Topics, topic: &str) -> Source {
-    [
-        (&topics.clicks, Source::Clicks),
-        (&topics.signups, Source::Signups),
-        (&topics.orders, Source::Orders),
-        (&topics.adjustments, Source::Adjustments),
-        (&topics.lead_status, Source::LeadStatus),
-        (&topics.engagement, Source::Engagement),
-    ]
-    .into_iter()
-    .find(|(t, _)| t.as_str() == topic)
-    .map(|(_, s)| s)
-    .unwrap_or_else(|| panic!("no input topic {topic}"))
+    Source::of_topic(topics, topic).unwrap_or_else(|| panic!("no input topic {topic}"))
 }
 
 #[derive(Default)]

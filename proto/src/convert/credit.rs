@@ -646,6 +646,14 @@ mod wire {
         });
     }
 
+    /// The credited share (2) and all shares (3) of an order or lead credit.
+    fn put_shares(buf: &mut Vec<u8>, shares: &[Share], index: usize) {
+        put_decimal(buf, 2, shares[index].share);
+        for share in shares {
+            put_share(buf, 3, share);
+        }
+    }
+
     /// The kind (oneof): click = 10, order = 11, lead = 12, reversal = 13, lead_status = 14.
     fn put_kind(buf: &mut Vec<u8>, kind: &CreditKind) {
         match kind {
@@ -670,10 +678,7 @@ mod wire {
                 renewal,
             } => put_message(buf, 11, |buf| {
                 put_str(buf, 1, order.as_str());
-                put_decimal(buf, 2, shares[*index].share);
-                for share in shares.iter() {
-                    put_share(buf, 3, share);
-                }
+                put_shares(buf, shares, *index);
                 put_money(buf, 4, *net);
                 put_money(buf, 5, *gross);
                 for (category, amount) in categories.iter() {
@@ -697,10 +702,7 @@ mod wire {
                 new_customer,
             } => put_message(buf, 12, |buf| {
                 put_str(buf, 1, lead.as_str());
-                put_decimal(buf, 2, shares[*index].share);
-                for share in shares.iter() {
-                    put_share(buf, 3, share);
-                }
+                put_shares(buf, shares, *index);
                 put_bool(buf, 4, *new_customer);
             }),
             // ReversalCredit: original_credit_id = 1, order_id = 2, kind = 3,

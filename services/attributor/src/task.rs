@@ -85,6 +85,21 @@ impl Source {
         Self::Index,
     ];
 
+    /// The event input that `topic` is in `topics`, if any.
+    pub fn of_topic(topics: &topology::Topics, topic: &str) -> Option<Self> {
+        [
+            (&topics.clicks, Self::Clicks),
+            (&topics.signups, Self::Signups),
+            (&topics.orders, Self::Orders),
+            (&topics.adjustments, Self::Adjustments),
+            (&topics.lead_status, Self::LeadStatus),
+            (&topics.engagement, Self::Engagement),
+        ]
+        .into_iter()
+        .find(|(t, _)| t.as_str() == topic)
+        .map(|(_, source)| source)
+    }
+
     /// Position in [`Source::ALL`].
     pub fn index(self) -> usize {
         self as usize

@@ -130,18 +130,7 @@ fn refund(id: &str, at: &str, order: &str) -> Input {
 fn route(input: &Input) -> Option<(Source, String)> {
     let topics = Topics::default();
     let (topic, key) = topics.route(TENANT, &input.event);
-    let source = [
-        (&topics.clicks, Source::Clicks),
-        (&topics.signups, Source::Signups),
-        (&topics.orders, Source::Orders),
-        (&topics.adjustments, Source::Adjustments),
-        (&topics.lead_status, Source::LeadStatus),
-        (&topics.engagement, Source::Engagement),
-    ]
-    .into_iter()
-    .find(|(t, _)| t.as_str() == topic)?
-    .1;
-    Some((source, key))
+    Some((Source::of_topic(&topics, topic)?, key))
 }
 
 /// The partition of a record key: FNV-1a, the same on every run (unlike std's hasher).
