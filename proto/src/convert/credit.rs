@@ -13,8 +13,7 @@ use payoff_core::{
     },
     event::AdjustmentKind,
     ids::{CampaignId, CreatorId, EventId, LeadId, LinkCode, OrderId, TenantId, VisitorId},
-    money::Money,
-    money::decimal_text,
+    money::{Money, decimal_text},
     program::Model,
 };
 

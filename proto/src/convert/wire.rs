@@ -4,8 +4,7 @@
 use payoff_core::{
     Violation,
     ids::DerivedId,
-    money::decimal_text,
-    money::{Currency, Money, parse_decimal},
+    money::{Currency, Money, decimal_text, parse_decimal},
     time::{Period, PeriodKind, Timestamp},
 };
 use rust_decimal::Decimal;

@@ -36,9 +36,7 @@ use payoff_core::{
     time::{Duration, Timestamp},
 };
 
-use crate::codec::{
-    self, ChangelogKey, ChangelogValue, ChangelogValueRef, DecodeError, Entry, IndexRecord,
-};
+use crate::codec::{self, ChangelogValue, ChangelogValueRef, DecodeError, Entry, IndexRecord};
 
 /// How often (in event time) a tenant's state is swept for expired entries (as `Engine`).
 const EXPIRY_EVERY: Duration = Duration::hours(1);
@@ -157,7 +155,7 @@ pub enum Output {
     },
     /// A changelog record for this task's partition (`None`: a tombstone).
     Changelog {
-        /// The encoded [`ChangelogKey`].
+        /// The encoded [`ChangelogKey`](codec::ChangelogKey).
         key: Vec<u8>,
         /// The encoded [`ChangelogValue`].
         payload: Option<Vec<u8>>,
@@ -701,12 +699,8 @@ impl Task {
             let newest = state.buffer.as_ref().and_then(ReorderBuffer::newest);
             if newest.is_some() && newest != state.persisted_newest {
                 state.persisted_newest = newest;
-                let key = ChangelogKey {
-                    tenant: tenant.clone(),
-                    entry: Entry::Watermark,
-                };
                 out.push(Output::Changelog {
-                    key: codec::changelog_key(&key),
+                    key: codec::changelog_key_of(tenant, &Entry::Watermark),
                     payload: newest.map(|t| codec::changelog_value(&ChangelogValue::Watermark(t))),
                 });
             }
@@ -716,10 +710,7 @@ impl Task {
             {
                 state.horizon_written = Some(horizon);
                 out.push(Output::Changelog {
-                    key: codec::changelog_key(&ChangelogKey {
-                        tenant: tenant.clone(),
-                        entry: Entry::SeenHorizon,
-                    }),
+                    key: codec::changelog_key_of(tenant, &Entry::SeenHorizon),
                     payload: Some(codec::changelog_value(&ChangelogValue::SeenHorizon(
                         horizon,
                     ))),
@@ -733,16 +724,13 @@ impl Task {
                 if let Some(newest) = newest {
                     state.seen_batches.insert((newest, id));
                     out.push(Output::Changelog {
-                        key: codec::changelog_key(&ChangelogKey {
-                            tenant: tenant.clone(),
-                            entry: Entry::SeenBatch { newest, id },
-                        }),
+                        key: codec::changelog_key_of(tenant, &Entry::SeenBatch { newest, id }),
                         payload: Some(payload),
                     });
                 }
             }
-        }
-        for (tenant, state) in &mut self.tenants {
+            // No key below is one of those above: a batch swept away was written by an
+            // earlier flush.
             for entry in state.dirty.drain() {
                 let value = match &entry {
                     Entry::State(k) => state
@@ -856,11 +844,7 @@ impl Task {
                     seen.push((d, at));
                     continue;
                 }
-                let key = ChangelogKey {
-                    tenant: tenant.clone(),
-                    entry: Entry::State(k),
-                };
-                bytes += codec::changelog_key(&key).len();
+                bytes += codec::changelog_key_of(tenant, &Entry::State(k)).len();
                 if let Some(v) = s.attribution.entry(k) {
                     bytes += codec::changelog_value(&ChangelogValue::State(v)).len();
                 }
@@ -869,19 +853,12 @@ impl Task {
                 bytes += codec::changelog_value(&ChangelogValue::SeenBatch(seen)).len();
             }
             if let Some(&(newest, id)) = s.seen_batches.first() {
-                let key = ChangelogKey {
-                    tenant: tenant.clone(),
-                    entry: Entry::SeenBatch { newest, id },
-                };
-                bytes += codec::changelog_key(&key).len() * s.seen_batches.len();
+                let key = codec::changelog_key_of(tenant, &Entry::SeenBatch { newest, id });
+                bytes += key.len() * s.seen_batches.len();
             }
             for (k, r) in &s.index {
-                let key = ChangelogKey {
-                    tenant: tenant.clone(),
-                    entry: Entry::Index(k.clone()),
-                };
-                bytes += codec::changelog_key(&key).len();
-                bytes += codec::changelog_value(&ChangelogValue::Index(r.clone())).len();
+                bytes += codec::changelog_key_of(tenant, &Entry::Index(k.clone())).len();
+                bytes += codec::changelog_value_ref(ChangelogValueRef::Index(r)).len();
             }
         }
         bytes
