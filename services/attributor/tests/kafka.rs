@@ -431,7 +431,10 @@ async fn kill_9_mid_stream_loses_nothing_and_doubles_nothing() -> Result<()> {
     // Produce a quarter, let the attributor get going, kill it, produce the next, restart.
     for (i, chunk) in records.chunks(size).enumerate() {
         setup.produce(chunk).await?;
-        let attributor = setup.start("kill-0")?;
+        // A killed member stays in the group until its session times out, and the
+        // restarted one gets no partitions before that: the broker's minimum (6 s) keeps
+        // three kills well inside the deadline (45 s each, the default, did not on CI).
+        let attributor = setup.start_with("kill-0", &["--session-timeout", "6s"])?;
         if i + 1 < chunks {
             // Wait until it has committed something new, then kill it mid-stream.
             let seen = read_all(&setup.brokers, &setup.topics.credits, 0, deadline)?.len();
