@@ -41,10 +41,12 @@ use rust_decimal::Decimal;
 
 use crate::v1;
 
+mod borrowed;
 mod credit;
 mod entry;
 mod wire;
 
+pub use borrowed::{BorrowedEvent, borrowed_event};
 pub use credit::{CreditEncoder, credit_from_proto, credit_to_proto, encode_credit};
 pub use entry::{entry_from_proto, entry_status_to_proto, entry_to_proto};
 pub use wire::{money, money_to_proto, period};
@@ -160,22 +162,13 @@ fn raw_payload(p: v1::event::Payload) -> RawPayload {
         }),
         P::Adjustment(a) => RawPayload::Adjustment(RawAdjustment {
             order_id: a.order_id,
-            kind: match v1::AdjustmentKind::try_from(a.kind) {
-                Ok(v1::AdjustmentKind::Refund) => Some(AdjustmentKind::Refund),
-                Ok(v1::AdjustmentKind::Cancel) => Some(AdjustmentKind::Cancel),
-                Ok(v1::AdjustmentKind::Chargeback) => Some(AdjustmentKind::Chargeback),
-                _ => None,
-            },
+            kind: adjustment_kind(a.kind),
             amount: raw_money(a.amount),
             reason: a.reason,
         }),
         P::LeadStatus(l) => RawPayload::LeadStatus(RawLeadStatus {
             lead_id: l.lead_id,
-            qualified: match v1::LeadQualification::try_from(l.status) {
-                Ok(v1::LeadQualification::Qualified) => Some(true),
-                Ok(v1::LeadQualification::Rejected) => Some(false),
-                _ => None,
-            },
+            qualified: qualification(l.status),
         }),
         P::Engagement(e) => RawPayload::Engagement(RawEngagement {
             creator_id: e.creator_id,
@@ -187,6 +180,26 @@ fn raw_payload(p: v1::event::Payload) -> RawPayload {
             comments: e.comments,
             shares: e.shares,
         }),
+    }
+}
+
+/// An adjustment kind's number; `None` when unspecified or unknown.
+fn adjustment_kind(number: i32) -> Option<AdjustmentKind> {
+    match v1::AdjustmentKind::try_from(number) {
+        Ok(v1::AdjustmentKind::Refund) => Some(AdjustmentKind::Refund),
+        Ok(v1::AdjustmentKind::Cancel) => Some(AdjustmentKind::Cancel),
+        Ok(v1::AdjustmentKind::Chargeback) => Some(AdjustmentKind::Chargeback),
+        _ => None,
+    }
+}
+
+/// A lead qualification's number: `Some(true)` for qualified, `None` when unspecified or
+/// unknown.
+fn qualification(number: i32) -> Option<bool> {
+    match v1::LeadQualification::try_from(number) {
+        Ok(v1::LeadQualification::Qualified) => Some(true),
+        Ok(v1::LeadQualification::Rejected) => Some(false),
+        _ => None,
     }
 }
 

@@ -11,7 +11,10 @@ use payoff_core::{
     ids::TenantId,
     time::Timestamp,
 };
-use payoff_proto::{convert::CreditEncoder, v1};
+use payoff_proto::{
+    convert::{CreditEncoder, borrowed_event},
+    v1,
+};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
@@ -52,18 +55,34 @@ impl DecodeError {
 /// Decodes and validates an input event. `now` is the record's timestamp: ingest checked
 /// `occurred_at` against its clock when it accepted the event, so the same check against
 /// the record's own time is deterministic on every replay of the log.
+///
+/// The bytes are read in place ([`borrowed_event`]), so each string is copied once, into
+/// the event; what that reader leaves to prost is decoded with prost.
 pub fn event(payload: Option<&[u8]>, now: Timestamp) -> Result<(TenantId, Event), DecodeError> {
     let bytes = payload.ok_or(DecodeError::Empty)?;
-    let proto = v1::Event::decode(bytes).map_err(|e| DecodeError::Undecodable {
+    if let Some(borrowed) = borrowed_event(bytes) {
+        return validated(borrowed.tenant_id, &borrowed.event, now);
+    }
+    let mut proto = v1::Event::decode(bytes).map_err(|e| DecodeError::Undecodable {
         what: "payoff.v1.Event",
         detail: e.to_string(),
     })?;
-    if proto.tenant_id.is_empty() {
+    let tenant = std::mem::take(&mut proto.tenant_id);
+    validated(&tenant, &RawEvent::from(proto), now)
+}
+
+/// The tenant and the validated event.
+fn validated<S: AsRef<str>>(
+    tenant: &str,
+    raw: &RawEvent<S>,
+    now: Timestamp,
+) -> Result<(TenantId, Event), DecodeError> {
+    if tenant.is_empty() {
         return Err(DecodeError::NoTenant);
     }
-    let tenant = TenantId::parse("tenant_id", &proto.tenant_id)
+    let tenant = TenantId::parse("tenant_id", tenant)
         .map_err(|v| DecodeError::Invalid(Rejection::from(v)))?;
-    let event = Event::validate(&RawEvent::from(proto), now).map_err(DecodeError::Invalid)?;
+    let event = Event::validate(raw, now).map_err(DecodeError::Invalid)?;
     Ok((tenant, event))
 }
 

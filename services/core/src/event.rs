@@ -34,92 +34,92 @@ pub const MAX_PROMO_CODES: usize = 20;
 
 /// An event exactly as a client sent it: text where the contract has text, empty for absent.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct RawEvent {
+pub struct RawEvent<S = String> {
     /// Client-chosen idempotency key.
-    pub event_id: String,
+    pub event_id: S,
     /// Event time; `None` when missing.
     pub occurred_at: Option<Timestamp>,
     /// The brand's customer id, when known.
-    pub customer_id: String,
+    pub customer_id: S,
     /// Salted hash of the client IP (hashed at ingest).
-    pub ip_hash: String,
+    pub ip_hash: S,
     /// Salted hash of the user agent (hashed at ingest).
-    pub user_agent_hash: String,
+    pub user_agent_hash: S,
     /// The event itself; `None` when the client sent no payload.
-    pub payload: Option<RawPayload>,
+    pub payload: Option<RawPayload<S>>,
 }
 
 /// The payload of a [`RawEvent`].
 #[derive(Debug, Clone, PartialEq)]
 #[allow(missing_docs)]
-pub enum RawPayload {
-    Click(RawClick),
-    Signup(RawSignup),
-    Order(RawOrder),
-    Adjustment(RawAdjustment),
-    LeadStatus(RawLeadStatus),
-    Engagement(RawEngagement),
+pub enum RawPayload<S = String> {
+    Click(RawClick<S>),
+    Signup(RawSignup<S>),
+    Order(RawOrder<S>),
+    Adjustment(RawAdjustment<S>),
+    LeadStatus(RawLeadStatus<S>),
+    Engagement(RawEngagement<S>),
 }
 
 /// A click as sent.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[allow(missing_docs)]
-pub struct RawClick {
-    pub visitor_id: String,
-    pub link_code: String,
-    pub creator_id: String,
-    pub campaign_id: String,
-    pub utm_source: String,
-    pub utm_medium: String,
-    pub utm_campaign: String,
-    pub utm_content: String,
-    pub utm_term: String,
-    pub landing_url: String,
-    pub referrer: String,
+pub struct RawClick<S = String> {
+    pub visitor_id: S,
+    pub link_code: S,
+    pub creator_id: S,
+    pub campaign_id: S,
+    pub utm_source: S,
+    pub utm_medium: S,
+    pub utm_campaign: S,
+    pub utm_content: S,
+    pub utm_term: S,
+    pub landing_url: S,
+    pub referrer: S,
 }
 
 /// A signup (lead) as sent.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[allow(missing_docs)]
-pub struct RawSignup {
-    pub visitor_id: String,
-    pub lead_id: String,
-    pub email_hash: String,
-    pub promo_code: String,
+pub struct RawSignup<S = String> {
+    pub visitor_id: S,
+    pub lead_id: S,
+    pub email_hash: S,
+    pub promo_code: S,
 }
 
 /// An amount as sent: decimal text and currency code.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[allow(missing_docs)]
-pub struct RawMoney {
-    pub amount: String,
-    pub currency: String,
+pub struct RawMoney<S = String> {
+    pub amount: S,
+    pub currency: S,
 }
 
 /// A line item as sent.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[allow(missing_docs)]
-pub struct RawLineItem {
-    pub sku: String,
-    pub category: String,
+pub struct RawLineItem<S = String> {
+    pub sku: S,
+    pub category: S,
     pub quantity: u32,
-    pub unit_price: String,
+    pub unit_price: S,
 }
 
 /// An order as sent.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[allow(missing_docs)]
-pub struct RawOrder {
-    pub visitor_id: String,
-    pub order_id: String,
-    pub amount: Option<RawMoney>,
-    pub tax: Option<RawMoney>,
-    pub shipping: Option<RawMoney>,
-    pub line_items: Vec<RawLineItem>,
-    pub promo_codes: Vec<String>,
-    pub renewal_of: String,
+pub struct RawOrder<S = String> {
+    pub visitor_id: S,
+    pub order_id: S,
+    pub amount: Option<RawMoney<S>>,
+    pub tax: Option<RawMoney<S>>,
+    pub shipping: Option<RawMoney<S>>,
+    pub line_items: Vec<RawLineItem<S>>,
+    pub promo_codes: Vec<S>,
+    pub renewal_of: S,
     pub first_order: Option<bool>,
-    pub email_hash: String,
+    pub email_hash: S,
 }
 
 /// The kinds of adjustment (§4).
@@ -148,19 +148,19 @@ impl AdjustmentKind {
 /// An adjustment as sent.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[allow(missing_docs)]
-pub struct RawAdjustment {
-    pub order_id: String,
+pub struct RawAdjustment<S = String> {
+    pub order_id: S,
     /// `None` when unspecified or unknown.
     pub kind: Option<AdjustmentKind>,
-    pub amount: Option<RawMoney>,
-    pub reason: String,
+    pub amount: Option<RawMoney<S>>,
+    pub reason: S,
 }
 
 /// A lead status as sent.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[allow(missing_docs)]
-pub struct RawLeadStatus {
-    pub lead_id: String,
+pub struct RawLeadStatus<S = String> {
+    pub lead_id: S,
     /// `None` when unspecified or unknown; `Some(true)` for qualified.
     pub qualified: Option<bool>,
 }
@@ -168,11 +168,11 @@ pub struct RawLeadStatus {
 /// An engagement snapshot as sent (cumulative counters of one post).
 #[derive(Debug, Clone, Default, PartialEq)]
 #[allow(missing_docs)]
-pub struct RawEngagement {
-    pub creator_id: String,
-    pub campaign_id: String,
-    pub post_id: String,
-    pub platform: String,
+pub struct RawEngagement<S = String> {
+    pub creator_id: S,
+    pub campaign_id: S,
+    pub post_id: S,
+    pub platform: S,
     pub views: u64,
     pub likes: u64,
     pub comments: u64,
@@ -438,7 +438,7 @@ impl Checks {
     fn money(
         &mut self,
         field: &str,
-        raw: Option<&RawMoney>,
+        raw: Option<&RawMoney<impl AsRef<str>>>,
         required: bool,
     ) -> Option<Option<Money>> {
         let Some(raw) = raw else {
@@ -449,14 +449,14 @@ impl Checks {
             }
             return Some(None);
         };
-        let currency = match Currency::parse("", &raw.currency) {
+        let currency = match Currency::parse("", raw.currency.as_ref()) {
             Ok(c) => c,
             Err(e) => {
                 self.0.push(e.at(format_args!("{field}.currency")));
                 return None;
             }
         };
-        match Money::parse_positive("", &raw.amount, currency, !required) {
+        match Money::parse_positive("", raw.amount.as_ref(), currency, !required) {
             Ok(m) => Some(Some(m)),
             Err(e) => {
                 self.0.push(e.at(format_args!("{field}.amount")));
@@ -484,9 +484,9 @@ impl fmt::Display for Element {
 impl Event {
     /// Checks every §4 rule of `raw`, judged at `now` (for the future-time rule), and builds
     /// the domain event; or reports every broken rule with its field path.
-    pub fn validate(raw: &RawEvent, now: Timestamp) -> Result<Self, Rejection> {
+    pub fn validate<S: AsRef<str>>(raw: &RawEvent<S>, now: Timestamp) -> Result<Self, Rejection> {
         let mut c = Checks::default();
-        let id = c.id("event_id", &raw.event_id, EventId::parse);
+        let id = c.id("event_id", raw.event_id.as_ref(), EventId::parse);
         let occurred_at = match raw.occurred_at {
             None => {
                 c.push(Violation::new("occurred_at", "required", "must be given"));
@@ -510,9 +510,9 @@ impl Event {
             }
             Some(t) => Some(t),
         };
-        let customer = c.optional_id("customer_id", &raw.customer_id, CustomerId::parse);
-        let ip_hash = c.hash("context.ip_hash", &raw.ip_hash);
-        let user_agent_hash = c.hash("context.user_agent_hash", &raw.user_agent_hash);
+        let customer = c.optional_id("customer_id", raw.customer_id.as_ref(), CustomerId::parse);
+        let ip_hash = c.hash("context.ip_hash", raw.ip_hash.as_ref());
+        let user_agent_hash = c.hash("context.user_agent_hash", raw.user_agent_hash.as_ref());
         let payload = match &raw.payload {
             None => {
                 c.push(Violation::new("payload", "required", "one of click, signup, order, adjustment, lead_status, engagement must be given"));
@@ -536,14 +536,15 @@ impl Event {
     }
 }
 
-fn validate_payload(c: &mut Checks, p: &RawPayload) -> Option<Payload> {
+fn validate_payload<S: AsRef<str>>(c: &mut Checks, p: &RawPayload<S>) -> Option<Payload> {
     match p {
         RawPayload::Click(k) => validate_click(c, k).map(Payload::Click),
         RawPayload::Signup(s) => {
-            let visitor = c.id("signup.visitor_id", &s.visitor_id, VisitorId::parse);
-            let lead = c.id("signup.lead_id", &s.lead_id, LeadId::parse);
-            let email_hash = c.hash("signup.email_hash", &s.email_hash);
-            let promo_code = c.optional_id("signup.promo_code", &s.promo_code, PromoCode::parse);
+            let visitor = c.id("signup.visitor_id", s.visitor_id.as_ref(), VisitorId::parse);
+            let lead = c.id("signup.lead_id", s.lead_id.as_ref(), LeadId::parse);
+            let email_hash = c.hash("signup.email_hash", s.email_hash.as_ref());
+            let promo_code =
+                c.optional_id("signup.promo_code", s.promo_code.as_ref(), PromoCode::parse);
             Some(Payload::Signup(Signup {
                 visitor: visitor?,
                 lead: lead?,
@@ -553,7 +554,7 @@ fn validate_payload(c: &mut Checks, p: &RawPayload) -> Option<Payload> {
         }
         RawPayload::Order(o) => validate_order(c, o).map(|o| Payload::Order(Box::new(o))),
         RawPayload::Adjustment(a) => {
-            let order = c.id("adjustment.order_id", &a.order_id, OrderId::parse);
+            let order = c.id("adjustment.order_id", a.order_id.as_ref(), OrderId::parse);
             if a.kind.is_none() {
                 c.push(Violation::new(
                     "adjustment.kind",
@@ -572,7 +573,7 @@ fn validate_payload(c: &mut Checks, p: &RawPayload) -> Option<Payload> {
                 ));
                 amount = None;
             }
-            let reason = c.text("adjustment.reason", &a.reason);
+            let reason = c.text("adjustment.reason", a.reason.as_ref());
             Some(Payload::Adjustment(Adjustment {
                 order: order?,
                 kind: a.kind?,
@@ -581,7 +582,7 @@ fn validate_payload(c: &mut Checks, p: &RawPayload) -> Option<Payload> {
             }))
         }
         RawPayload::LeadStatus(l) => {
-            let lead = c.id("lead_status.lead_id", &l.lead_id, LeadId::parse);
+            let lead = c.id("lead_status.lead_id", l.lead_id.as_ref(), LeadId::parse);
             if l.qualified.is_none() {
                 c.push(Violation::new(
                     "lead_status.status",
@@ -595,10 +596,18 @@ fn validate_payload(c: &mut Checks, p: &RawPayload) -> Option<Payload> {
             }))
         }
         RawPayload::Engagement(e) => {
-            let creator = c.id("engagement.creator_id", &e.creator_id, CreatorId::parse);
-            let campaign = c.id("engagement.campaign_id", &e.campaign_id, CampaignId::parse);
-            let post = c.id("engagement.post_id", &e.post_id, PostId::parse);
-            let platform = c.text("engagement.platform", &e.platform);
+            let creator = c.id(
+                "engagement.creator_id",
+                e.creator_id.as_ref(),
+                CreatorId::parse,
+            );
+            let campaign = c.id(
+                "engagement.campaign_id",
+                e.campaign_id.as_ref(),
+                CampaignId::parse,
+            );
+            let post = c.id("engagement.post_id", e.post_id.as_ref(), PostId::parse);
+            let platform = c.text("engagement.platform", e.platform.as_ref());
             Some(Payload::Engagement(Engagement {
                 creator: creator?,
                 campaign: campaign?,
@@ -613,18 +622,22 @@ fn validate_payload(c: &mut Checks, p: &RawPayload) -> Option<Payload> {
     }
 }
 
-fn validate_click(c: &mut Checks, k: &RawClick) -> Option<Click> {
-    let visitor = c.id("click.visitor_id", &k.visitor_id, VisitorId::parse);
+fn validate_click<S: AsRef<str>>(c: &mut Checks, k: &RawClick<S>) -> Option<Click> {
+    let visitor = c.id("click.visitor_id", k.visitor_id.as_ref(), VisitorId::parse);
     let target = match (
-        k.link_code.is_empty(),
-        k.creator_id.is_empty() && k.campaign_id.is_empty(),
+        k.link_code.as_ref().is_empty(),
+        k.creator_id.as_ref().is_empty() && k.campaign_id.as_ref().is_empty(),
     ) {
         (false, true) => c
-            .id("click.link_code", &k.link_code, LinkCode::parse)
+            .id("click.link_code", k.link_code.as_ref(), LinkCode::parse)
             .map(ClickTarget::Link),
         (true, false) => {
-            let creator = c.id("click.creator_id", &k.creator_id, CreatorId::parse);
-            let campaign = c.id("click.campaign_id", &k.campaign_id, CampaignId::parse);
+            let creator = c.id("click.creator_id", k.creator_id.as_ref(), CreatorId::parse);
+            let campaign = c.id(
+                "click.campaign_id",
+                k.campaign_id.as_ref(),
+                CampaignId::parse,
+            );
             Some(ClickTarget::Direct {
                 creator: creator?,
                 campaign: campaign?,
@@ -649,18 +662,18 @@ fn validate_click(c: &mut Checks, k: &RawClick) -> Option<Click> {
     };
     let mut utm = Vec::new();
     for (name, value) in [
-        ("utm_source", &k.utm_source),
-        ("utm_medium", &k.utm_medium),
-        ("utm_campaign", &k.utm_campaign),
-        ("utm_content", &k.utm_content),
-        ("utm_term", &k.utm_term),
+        ("utm_source", k.utm_source.as_ref()),
+        ("utm_medium", k.utm_medium.as_ref()),
+        ("utm_campaign", k.utm_campaign.as_ref()),
+        ("utm_content", k.utm_content.as_ref()),
+        ("utm_term", k.utm_term.as_ref()),
     ] {
         if let Some(v) = c.text(format_args!("click.{name}"), value) {
             utm.push((name, v));
         }
     }
-    let landing_url = c.text("click.landing_url", &k.landing_url);
-    let referrer = c.text("click.referrer", &k.referrer);
+    let landing_url = c.text("click.landing_url", k.landing_url.as_ref());
+    let referrer = c.text("click.referrer", k.referrer.as_ref());
     Some(Click {
         visitor: visitor?,
         target: target?,
@@ -670,9 +683,9 @@ fn validate_click(c: &mut Checks, k: &RawClick) -> Option<Click> {
     })
 }
 
-fn validate_order(c: &mut Checks, o: &RawOrder) -> Option<Order> {
-    let visitor = c.id("order.visitor_id", &o.visitor_id, VisitorId::parse);
-    let order = c.id("order.order_id", &o.order_id, OrderId::parse);
+fn validate_order<S: AsRef<str>>(c: &mut Checks, o: &RawOrder<S>) -> Option<Order> {
+    let visitor = c.id("order.visitor_id", o.visitor_id.as_ref(), VisitorId::parse);
+    let order = c.id("order.order_id", o.order_id.as_ref(), OrderId::parse);
     let amount = c.money("order.amount", o.amount.as_ref(), true).flatten();
     let tax = c.money("order.tax", o.tax.as_ref(), false);
     let shipping = c.money("order.shipping", o.shipping.as_ref(), false);
@@ -710,12 +723,14 @@ fn validate_order(c: &mut Checks, o: &RawOrder) -> Option<Order> {
     let mut line_items = Vec::with_capacity(o.line_items.len());
     for (i, item) in o.line_items.iter().enumerate().take(MAX_LINE_ITEMS) {
         let field = Element("order.line_items", i);
-        let sku = c.id(format_args!("{field}.sku"), &item.sku, |f, v| {
+        let sku = c.id(format_args!("{field}.sku"), item.sku.as_ref(), |f, v| {
             check_id(f, v).map(|()| Arc::<str>::from(v))
         });
-        let category = c.optional_id(format_args!("{field}.category"), &item.category, |f, v| {
-            check_id(f, v).map(|()| Arc::<str>::from(v))
-        });
+        let category = c.optional_id(
+            format_args!("{field}.category"),
+            item.category.as_ref(),
+            |f, v| check_id(f, v).map(|()| Arc::<str>::from(v)),
+        );
         if item.quantity == 0 {
             c.push(Violation::new(
                 format!("{field}.quantity"),
@@ -723,7 +738,7 @@ fn validate_order(c: &mut Checks, o: &RawOrder) -> Option<Order> {
                 "must be at least 1",
             ));
         }
-        let unit_price = match parse_decimal("", &item.unit_price) {
+        let unit_price = match parse_decimal("", item.unit_price.as_ref()) {
             Ok(p) if p.is_sign_negative() && !p.is_zero() => {
                 c.push(Violation::new(
                     format!("{field}.unit_price"),
@@ -768,10 +783,16 @@ fn validate_order(c: &mut Checks, o: &RawOrder) -> Option<Order> {
         .promo_codes
         .iter()
         .enumerate()
-        .filter_map(|(i, code)| c.id(Element("order.promo_codes", i), code, PromoCode::parse))
+        .filter_map(|(i, code)| {
+            c.id(
+                Element("order.promo_codes", i),
+                code.as_ref(),
+                PromoCode::parse,
+            )
+        })
         .collect();
-    let renewal_of = c.optional_id("order.renewal_of", &o.renewal_of, OrderId::parse);
-    let email_hash = c.hash("order.email_hash", &o.email_hash);
+    let renewal_of = c.optional_id("order.renewal_of", o.renewal_of.as_ref(), OrderId::parse);
+    let email_hash = c.hash("order.email_hash", o.email_hash.as_ref());
     Some(Order {
         visitor: visitor?,
         order: order?,
