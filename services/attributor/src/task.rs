@@ -31,7 +31,7 @@ use payoff_core::{
         reorder::ReorderBuffer,
     },
     event::{Event, Payload},
-    ids::{EventId, TenantId},
+    ids::TenantId,
     program::{Program, ProgramHistory},
     time::{Duration, Timestamp},
 };
@@ -346,11 +346,10 @@ struct Waiting {
 /// What a task keeps for one tenant.
 #[derive(Debug, Default)]
 struct TenantState {
-    buffer: Option<ReorderBuffer>,
+    /// Held events, each with where it came from.
+    buffer: Option<ReorderBuffer<Held>>,
     attribution: AttributionState,
     index: FastMap<ConversionKey, ConversionRecord>,
-    /// Events in the reorder buffer, by id, in arrival order.
-    held: FastMap<EventId, VecDeque<Held>>,
     waiting: FastMap<ConversionKey, VecDeque<Waiting>>,
     /// Waiting corrections by event time, for the wait limit.
     waiting_by_time: BTreeSet<(Timestamp, u64, ConversionKey)>,
@@ -383,7 +382,7 @@ struct Book {
     /// Next offset to read, per input (last consumed + 1).
     next: [Option<i64>; 7],
     /// Events the reorder buffer released (a buffer reused for every push).
-    released: Vec<Event>,
+    released: Vec<(Event, Held)>,
     stats: Stats,
     seq: u64,
     facts: Vec<Fact>,
@@ -574,13 +573,8 @@ impl Task {
             }
             buffer
         });
-        state
-            .held
-            .entry(q.event.id.clone())
-            .or_default()
-            .push_back(q.held);
         let mut released = std::mem::take(&mut self.book.released);
-        buffer.push(q.event, &mut released);
+        buffer.push(q.event, q.held, &mut released);
         let empty = ProgramHistory::default();
         let history = history.unwrap_or(&empty);
         process_released(
@@ -870,18 +864,11 @@ fn process_released(
     tenant: &TenantId,
     state: &mut TenantState,
     history: &ProgramHistory,
-    released: &mut Vec<Event>,
+    released: &mut Vec<(Event, Held)>,
     book: &mut Book,
     out: &mut Vec<Output>,
 ) {
-    for event in released.drain(..) {
-        let held = state.held.get_mut(&event.id).and_then(VecDeque::pop_front);
-        if state.held.get(&event.id).is_some_and(VecDeque::is_empty) {
-            state.held.remove(&event.id);
-        }
-        let Some(held) = held else {
-            unreachable!("every buffered event was recorded as held")
-        };
+    for (event, held) in released.drain(..) {
         expire(state, history, event.occurred_at);
         process(tenant, state, history, event, held, book, out);
     }

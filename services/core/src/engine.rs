@@ -79,7 +79,7 @@ pub struct Engine {
     next_expiry: Option<Timestamp>,
     keep_outputs: bool,
     /// Buffers reused for every event: released events, attribution and ledger facts.
-    released: Vec<Event>,
+    released: Vec<(Event, ())>,
     facts: Vec<Fact>,
     ledger_facts: Vec<LedgerFact>,
     /// Credits emitted, in order.
@@ -144,7 +144,7 @@ impl Engine {
             .entry(event.payload.type_name())
             .or_default() += 1;
         let mut released = std::mem::take(&mut self.released);
-        self.buffer.push(event, &mut released);
+        self.buffer.push(event, (), &mut released);
         self.process_all(&mut released);
         self.released = released;
     }
@@ -171,8 +171,8 @@ impl Engine {
         });
     }
 
-    fn process_all(&mut self, released: &mut Vec<Event>) {
-        for event in released.drain(..) {
+    fn process_all(&mut self, released: &mut Vec<(Event, ())>) {
+        for (event, ()) in released.drain(..) {
             self.process(&event);
         }
     }

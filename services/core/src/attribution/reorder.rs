@@ -20,22 +20,35 @@ use crate::{
 /// Sort key of a buffered event: time, type rank, id, arrival number (for duplicates).
 type Key = (Timestamp, u8, EventId, u64);
 
-/// Holds events until the watermark passes them.
+/// Holds events until the watermark passes them, each with what the caller attached to
+/// it (`T`: the attributor keeps where the event came from there; the engine nothing).
 ///
 /// Most events arrive in key order (a source emits them as they happen): those queue in
 /// `in_order` as they are, with no tree and no allocation. Only an event that arrives
 /// behind the newest one held goes into the `late` tree. Each part is sorted, and
 /// releases take the smaller front of the two, so events leave in key order exactly as
 /// from a single sorted map.
-#[derive(Debug, Clone, Default)]
-pub struct ReorderBuffer {
+#[derive(Debug, Clone)]
+pub struct ReorderBuffer<T = ()> {
     grace: Duration,
     max_seen: Option<Timestamp>,
     arrivals: u64,
     /// Events in key order, each with its arrival number.
-    in_order: VecDeque<(u64, Event)>,
+    in_order: VecDeque<(u64, Event, T)>,
     /// Boxed: events are large, and a B-tree node shifts its values on every insert.
-    late: BTreeMap<Key, Box<Event>>,
+    late: BTreeMap<Key, Box<(Event, T)>>,
+}
+
+impl<T> Default for ReorderBuffer<T> {
+    fn default() -> Self {
+        Self {
+            grace: Duration::default(),
+            max_seen: None,
+            arrivals: 0,
+            in_order: VecDeque::new(),
+            late: BTreeMap::new(),
+        }
+    }
 }
 
 /// An event's sort key, borrowed.
@@ -49,7 +62,7 @@ enum Next {
     Late,
 }
 
-impl ReorderBuffer {
+impl<T> ReorderBuffer<T> {
     /// An empty buffer with a grace period.
     pub fn new(grace: Duration) -> Self {
         Self {
@@ -78,11 +91,12 @@ impl ReorderBuffer {
         self.in_order.is_empty() && self.late.is_empty()
     }
 
-    /// Adds an event and appends to `out` every event the watermark now releases.
-    pub fn push(&mut self, event: Event, out: &mut Vec<Event>) {
+    /// Adds an event (with `attached`) and appends to `out` every event the watermark now
+    /// releases, each with what was attached to it.
+    pub fn push(&mut self, event: Event, attached: T, out: &mut Vec<(Event, T)>) {
         let at = event.occurred_at;
         if self.watermark().is_some_and(|w| at <= w) {
-            out.push(event);
+            out.push((event, attached));
             return;
         }
         self.arrivals += 1;
@@ -90,12 +104,12 @@ impl ReorderBuffer {
         let behind = self
             .in_order
             .back()
-            .is_some_and(|(a, last)| key_of(*a, last) > key_of(arrival, &event));
+            .is_some_and(|(a, last, _)| key_of(*a, last) > key_of(arrival, &event));
         if behind {
             let key = (at, event.payload.rank(), event.id.clone(), arrival);
-            self.late.insert(key, Box::new(event));
+            self.late.insert(key, Box::new((event, attached)));
         } else {
-            self.in_order.push_back((arrival, event));
+            self.in_order.push_back((arrival, event, attached));
         }
         if self.max_seen.is_none_or(|m| at > m) {
             self.max_seen = Some(at);
@@ -105,7 +119,7 @@ impl ReorderBuffer {
 
     /// Advances event time without an event (an idle input: time as data), releasing
     /// what the new watermark passes.
-    pub fn advance(&mut self, now: Timestamp, out: &mut Vec<Event>) {
+    pub fn advance(&mut self, now: Timestamp, out: &mut Vec<(Event, T)>) {
         if self.max_seen.is_none_or(|m| now > m) {
             self.max_seen = Some(now);
         }
@@ -115,35 +129,35 @@ impl ReorderBuffer {
     /// Releases everything held and moves the watermark up to the newest event seen (an
     /// input gone quiet for longer than the grace: the tail of a stream is not held until
     /// the next event). Events that arrive later at or before that time count as late.
-    pub fn release_all(&mut self, out: &mut Vec<Event>) {
+    pub fn release_all(&mut self, out: &mut Vec<(Event, T)>) {
         if let Some(newest) = self.max_seen {
             self.advance(newest.plus(self.grace), out);
         }
     }
 
     /// Releases everything held (end of input).
-    pub fn flush(&mut self, out: &mut Vec<Event>) {
+    pub fn flush(&mut self, out: &mut Vec<(Event, T)>) {
         while let Some(next) = self.next() {
             out.push(self.take(next));
         }
     }
 
-    fn release_until(&mut self, watermark: Option<Timestamp>, out: &mut Vec<Event>) {
+    fn release_until(&mut self, watermark: Option<Timestamp>, out: &mut Vec<(Event, T)>) {
         let Some(w) = watermark else { return };
         if self.late.is_empty() {
             // The common case: everything held arrived in order.
             while self
                 .in_order
                 .front()
-                .is_some_and(|(_, e)| e.occurred_at <= w)
+                .is_some_and(|(_, e, _)| e.occurred_at <= w)
             {
-                out.extend(self.in_order.pop_front().map(|(_, e)| e));
+                out.extend(self.in_order.pop_front().map(|(_, e, t)| (e, t)));
             }
             return;
         }
         while let Some(next) = self.next() {
             let at = match next {
-                Next::InOrder => self.in_order.front().map(|(_, e)| e.occurred_at),
+                Next::InOrder => self.in_order.front().map(|(_, e, _)| e.occurred_at),
                 Next::Late => self.late.first_key_value().map(|(k, _)| k.0),
             };
             if at.is_none_or(|at| at > w) {
@@ -159,17 +173,17 @@ impl ReorderBuffer {
             (None, None) => None,
             (Some(_), None) => Some(Next::InOrder),
             (None, Some(_)) => Some(Next::Late),
-            (Some((a, e)), Some((k, _))) => match key_of(*a, e).cmp(&(k.0, k.1, &k.2, k.3)) {
+            (Some((a, e, _)), Some((k, _))) => match key_of(*a, e).cmp(&(k.0, k.1, &k.2, k.3)) {
                 Ordering::Greater => Some(Next::Late),
                 Ordering::Less | Ordering::Equal => Some(Next::InOrder),
             },
         }
     }
 
-    fn take(&mut self, next: Next) -> Event {
+    fn take(&mut self, next: Next) -> (Event, T) {
         let taken = match next {
-            Next::InOrder => self.in_order.pop_front().map(|(_, e)| e),
-            Next::Late => self.late.pop_first().map(|(_, e)| *e),
+            Next::InOrder => self.in_order.pop_front().map(|(_, e, t)| (e, t)),
+            Next::Late => self.late.pop_first().map(|(_, held)| *held),
         };
         taken.unwrap_or_else(|| unreachable!("`next` named a part that holds an event"))
     }
@@ -179,8 +193,8 @@ impl ReorderBuffer {
         let mut held: Vec<(Key, &Event)> = self
             .in_order
             .iter()
-            .map(|(a, e)| ((e.occurred_at, e.payload.rank(), e.id.clone(), *a), e))
-            .chain(self.late.iter().map(|(k, e)| (k.clone(), &**e)))
+            .map(|(a, e, _)| ((e.occurred_at, e.payload.rank(), e.id.clone(), *a), e))
+            .chain(self.late.iter().map(|(k, held)| (k.clone(), &held.0)))
             .collect();
         held.sort_by(|a, b| a.0.cmp(&b.0));
         held.into_iter().map(|(_, e)| e)
@@ -258,7 +272,7 @@ mod tests {
             let jitter = i64::try_from(x >> 57).unwrap_or(0); // 0..128
             let at = i * 10 - if x.is_multiple_of(4) { jitter } else { 0 };
             let id = format!("e{}", (x >> 40) % 300);
-            buffer.push(event(&id, at), &mut out);
+            buffer.push(event(&id, at), (), &mut out);
             reference.push(event(&id, at), &mut expected);
             assert_eq!(buffer.len(), reference.held.len());
         }
@@ -267,6 +281,7 @@ mod tests {
         assert_eq!(held, ref_held);
         buffer.flush(&mut out);
         expected.extend(std::mem::take(&mut reference.held).into_values());
+        let out: Vec<Event> = out.into_iter().map(|(e, ())| e).collect();
         assert_eq!(out, expected);
         assert!(buffer.is_empty());
     }
@@ -275,22 +290,22 @@ mod tests {
     fn release_all_empties_the_buffer_and_later_events_at_or_before_the_newest_are_late() {
         let mut buffer = ReorderBuffer::new(Duration(100));
         let mut out = Vec::new();
-        buffer.push(event("a", 1_000), &mut out);
-        buffer.push(event("b", 1_050), &mut out);
-        buffer.push(event("c", 1_020), &mut out);
+        buffer.push(event("a", 1_000), (), &mut out);
+        buffer.push(event("b", 1_050), (), &mut out);
+        buffer.push(event("c", 1_020), (), &mut out);
         assert!(out.is_empty(), "all within the grace of the newest");
         buffer.release_all(&mut out);
-        let ids: Vec<&str> = out.iter().map(|e| e.id.as_str()).collect();
+        let ids: Vec<&str> = out.iter().map(|(e, ())| e.id.as_str()).collect();
         assert_eq!(ids, ["a", "c", "b"]);
         assert!(buffer.is_empty());
         assert_eq!(buffer.watermark(), Some(Timestamp(1_050)));
         out.clear();
         // Within the grace of "b", but after the release: late, released at once.
-        buffer.push(event("d", 1_040), &mut out);
+        buffer.push(event("d", 1_040), (), &mut out);
         assert_eq!(out.len(), 1);
         // After the newest: held as usual.
         out.clear();
-        buffer.push(event("e", 1_060), &mut out);
+        buffer.push(event("e", 1_060), (), &mut out);
         assert!(out.is_empty());
         assert_eq!(buffer.len(), 1);
     }
