@@ -378,7 +378,7 @@ struct TenantState {
 #[derive(Debug, Default)]
 struct Book {
     /// Offsets of events still held, per input.
-    held: [BTreeSet<i64>; 7],
+    held: [HeldOffsets; 7],
     /// Next offset to read, per input (last consumed + 1).
     next: [Option<i64>; 7],
     /// Events the reorder buffer released (a buffer reused for every push).
@@ -390,6 +390,42 @@ struct Book {
     credits: payoff_proto::convert::CreditEncoder,
     /// Wall-clock time, as data (for the wall-clock part of the correction wait).
     now: Timestamp,
+}
+
+/// The offsets of one input's events still held (in the reorder buffer or waiting): taken
+/// in offset order, let go in any order; the first is where a restarted task reads again.
+#[derive(Debug, Default)]
+struct HeldOffsets {
+    /// In offset order, each with whether it was let go; the first was not.
+    offsets: VecDeque<(i64, bool)>,
+}
+
+impl HeldOffsets {
+    fn insert(&mut self, offset: i64) {
+        match self.offsets.back() {
+            // Records come in offset order: appended.
+            Some(&(last, _)) if last >= offset => {
+                match self.offsets.binary_search_by_key(&offset, |(o, _)| *o) {
+                    Ok(at) => self.offsets[at].1 = false,
+                    Err(at) => self.offsets.insert(at, (offset, false)),
+                }
+            }
+            _ => self.offsets.push_back((offset, false)),
+        }
+    }
+
+    fn remove(&mut self, offset: i64) {
+        if let Ok(at) = self.offsets.binary_search_by_key(&offset, |(o, _)| *o) {
+            self.offsets[at].1 = true;
+        }
+        while self.offsets.front().is_some_and(|(_, gone)| *gone) {
+            self.offsets.pop_front();
+        }
+    }
+
+    fn first(&self) -> Option<i64> {
+        self.offsets.front().map(|(o, _)| *o)
+    }
 }
 
 /// How often a quiet task's event time follows the wall clock.
@@ -806,7 +842,7 @@ impl Task {
             .filter_map(|s| {
                 let i = s.index();
                 let next = self.book.next[i]?;
-                let held = self.book.held[i].first().copied();
+                let held = self.book.held[i].first();
                 Some((*s, held.map_or(next, |h| h.min(next))))
             })
             .collect()
@@ -1005,7 +1041,7 @@ fn process(
         book.facts = facts;
         return;
     }
-    book.held[held.source.index()].remove(&held.offset);
+    book.held[held.source.index()].remove(held.offset);
     let mut result = None;
     for fact in &facts {
         attribution::apply(&mut state.attribution, fact);
@@ -1109,7 +1145,7 @@ fn time_out_waiting(
         };
         attribution::apply(&mut state.attribution, &seen);
         note_change(state, &seen);
-        book.held[w.held.source.index()].remove(&w.held.offset);
+        book.held[w.held.source.index()].remove(w.held.offset);
         book.stats.add(type_index(&w.event.payload), DEAD_LETTERED);
         let raw = w.held.raw.unwrap_or(Raw {
             key: None,
@@ -1132,5 +1168,39 @@ fn time_out_waiting(
                 ))
             ),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::HeldOffsets;
+
+    proptest! {
+        /// Held offsets answer as the set of offsets taken and not let go, whatever the
+        /// order of taking (mostly ascending, as records come) and letting go.
+        #[test]
+        fn held_offsets_are_the_set_of_offsets_not_let_go(
+            ops in prop::collection::vec((any::<bool>(), 0..6i64, any::<bool>()), 0..200)
+        ) {
+            let (mut held, mut set) = (HeldOffsets::default(), BTreeSet::new());
+            let mut next = 0;
+            for (take, step, in_order) in ops {
+                if take {
+                    let offset = if in_order { next + step } else { step * 7 % 40 };
+                    next = next.max(offset + 1);
+                    held.insert(offset);
+                    set.insert(offset);
+                } else {
+                    let offset = set.iter().nth(step as usize).copied().unwrap_or(step);
+                    held.remove(offset);
+                    set.remove(&offset);
+                }
+                prop_assert_eq!(held.first(), set.first().copied());
+            }
+        }
     }
 }
