@@ -403,13 +403,14 @@ struct HeldOffsets {
 impl HeldOffsets {
     fn insert(&mut self, offset: i64) {
         match self.offsets.back() {
-            // Records come in offset order: appended.
+            // An offset at or before the last (read again): put in its place.
             Some(&(last, _)) if last >= offset => {
                 match self.offsets.binary_search_by_key(&offset, |(o, _)| *o) {
                     Ok(at) => self.offsets[at].1 = false,
                     Err(at) => self.offsets.insert(at, (offset, false)),
                 }
             }
+            // Records come in offset order: appended.
             _ => self.offsets.push_back((offset, false)),
         }
     }
