@@ -86,95 +86,90 @@ pub fn to_duration(d: Duration) -> pbjson_types::Duration {
     }
 }
 
-fn raw_money(m: Option<v1::Money>) -> Option<RawMoney> {
+fn raw_money(m: Option<&v1::Money>) -> Option<RawMoney<&str>> {
     m.map(|m| RawMoney {
-        amount: m.amount,
-        currency: m.currency,
+        amount: m.amount.as_str(),
+        currency: m.currency.as_str(),
     })
 }
 
-impl From<&v1::Event> for RawEvent {
-    fn from(e: &v1::Event) -> Self {
-        Self::from(e.clone())
-    }
-}
-
-/// Moves the decoded strings instead of copying them (the attributor's hot path).
-impl From<v1::Event> for RawEvent {
-    fn from(e: v1::Event) -> Self {
-        let context = e.context.unwrap_or_default();
+/// Borrows the decoded strings: validation copies each once, into the event.
+impl<'a> From<&'a v1::Event> for RawEvent<&'a str> {
+    fn from(e: &'a v1::Event) -> Self {
+        let context = e.context.as_ref();
         Self {
-            event_id: e.event_id,
+            event_id: &e.event_id,
             occurred_at: e.occurred_at.as_ref().map(timestamp),
-            customer_id: e.customer_id,
-            ip_hash: context.ip_hash,
-            user_agent_hash: context.user_agent_hash,
-            payload: e.payload.map(raw_payload),
+            customer_id: &e.customer_id,
+            ip_hash: context.map_or("", |c| &c.ip_hash),
+            user_agent_hash: context.map_or("", |c| &c.user_agent_hash),
+            payload: e.payload.as_ref().map(raw_payload),
         }
     }
 }
 
-fn raw_payload(p: v1::event::Payload) -> RawPayload {
+fn raw_payload(p: &v1::event::Payload) -> RawPayload<&str> {
     use v1::event::Payload as P;
     match p {
         P::Click(c) => {
-            let utm = c.utm.unwrap_or_default();
+            let utm = c.utm.as_ref();
+            let utm = |field: fn(&v1::Utm) -> &String| utm.map_or("", |u| field(u).as_str());
             RawPayload::Click(RawClick {
-                visitor_id: c.visitor_id,
-                link_code: c.link_code,
-                creator_id: c.creator_id,
-                campaign_id: c.campaign_id,
-                utm_source: utm.source,
-                utm_medium: utm.medium,
-                utm_campaign: utm.campaign,
-                utm_content: utm.content,
-                utm_term: utm.term,
-                landing_url: c.landing_url,
-                referrer: c.referrer,
+                visitor_id: &c.visitor_id,
+                link_code: &c.link_code,
+                creator_id: &c.creator_id,
+                campaign_id: &c.campaign_id,
+                utm_source: utm(|u| &u.source),
+                utm_medium: utm(|u| &u.medium),
+                utm_campaign: utm(|u| &u.campaign),
+                utm_content: utm(|u| &u.content),
+                utm_term: utm(|u| &u.term),
+                landing_url: &c.landing_url,
+                referrer: &c.referrer,
             })
         }
         P::Signup(s) => RawPayload::Signup(RawSignup {
-            visitor_id: s.visitor_id,
-            lead_id: s.lead_id,
-            email_hash: s.email_hash,
-            promo_code: s.promo_code,
+            visitor_id: &s.visitor_id,
+            lead_id: &s.lead_id,
+            email_hash: &s.email_hash,
+            promo_code: &s.promo_code,
         }),
         P::Order(o) => RawPayload::Order(RawOrder {
-            visitor_id: o.visitor_id,
-            order_id: o.order_id,
-            amount: raw_money(o.amount),
-            tax: raw_money(o.tax),
-            shipping: raw_money(o.shipping),
+            visitor_id: &o.visitor_id,
+            order_id: &o.order_id,
+            amount: raw_money(o.amount.as_ref()),
+            tax: raw_money(o.tax.as_ref()),
+            shipping: raw_money(o.shipping.as_ref()),
             line_items: o
                 .line_items
-                .into_iter()
+                .iter()
                 .map(|l| RawLineItem {
-                    sku: l.sku,
-                    category: l.category,
+                    sku: l.sku.as_str(),
+                    category: l.category.as_str(),
                     quantity: l.quantity,
-                    unit_price: l.unit_price,
+                    unit_price: l.unit_price.as_str(),
                 })
                 .collect(),
-            promo_codes: o.promo_codes,
-            renewal_of: o.renewal_of,
+            promo_codes: o.promo_codes.iter().map(String::as_str).collect(),
+            renewal_of: &o.renewal_of,
             first_order: o.first_order,
-            email_hash: o.email_hash,
+            email_hash: &o.email_hash,
         }),
         P::Adjustment(a) => RawPayload::Adjustment(RawAdjustment {
-            order_id: a.order_id,
+            order_id: &a.order_id,
             kind: adjustment_kind(a.kind),
-            amount: raw_money(a.amount),
-            reason: a.reason,
+            amount: raw_money(a.amount.as_ref()),
+            reason: &a.reason,
         }),
         P::LeadStatus(l) => RawPayload::LeadStatus(RawLeadStatus {
-            lead_id: l.lead_id,
+            lead_id: &l.lead_id,
             qualified: qualification(l.status),
         }),
         P::Engagement(e) => RawPayload::Engagement(RawEngagement {
-            creator_id: e.creator_id,
-            campaign_id: e.campaign_id,
-            post_id: e.post_id,
-            platform: e.platform,
+            creator_id: &e.creator_id,
+            campaign_id: &e.campaign_id,
+            post_id: &e.post_id,
+            platform: &e.platform,
             views: e.views,
             likes: e.likes,
             comments: e.comments,

@@ -63,12 +63,11 @@ pub fn event(payload: Option<&[u8]>, now: Timestamp) -> Result<(TenantId, Event)
     if let Some(borrowed) = borrowed_event(bytes) {
         return validated(borrowed.tenant_id, &borrowed.event, now);
     }
-    let mut proto = v1::Event::decode(bytes).map_err(|e| DecodeError::Undecodable {
+    let proto = v1::Event::decode(bytes).map_err(|e| DecodeError::Undecodable {
         what: "payoff.v1.Event",
         detail: e.to_string(),
     })?;
-    let tenant = std::mem::take(&mut proto.tenant_id);
-    validated(&tenant, &RawEvent::from(proto), now)
+    validated(&proto.tenant_id, &RawEvent::from(&proto), now)
 }
 
 /// The tenant and the validated event.
