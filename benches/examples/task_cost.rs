@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use payoff_adapters::topology::Topics;
-use payoff_attributor::task::{Output, Programs, Record, Settings, Source, Task};
+use payoff_attributor::task::{Output, Programs, RecordRef, Settings, Source, Task};
 use payoff_core::{ids::TenantId, time::Timestamp};
 use payoff_tests::scenario::{self, Options};
 use prost::Message as _;
@@ -133,12 +133,12 @@ fn main() {
                 let fed_back = std::mem::take(&mut index[p]);
                 any |= from < to || !fed_back.is_empty();
                 timed(&mut steps.offer, || {
-                    for (key, payload) in fed_back {
+                    for (key, payload) in &fed_back {
                         let o = &mut offsets[p][Source::Index.index()];
                         *o += 1;
                         task.offer(
                             &programs,
-                            Record {
+                            RecordRef {
                                 source: Source::Index,
                                 offset: *o,
                                 timestamp: Some(now.millis()),
@@ -153,12 +153,12 @@ fn main() {
                         *o += 1;
                         task.offer(
                             &programs,
-                            Record {
+                            RecordRef {
                                 source: *source,
                                 offset: *o,
                                 timestamp: Some(now.millis()),
-                                key: Some(key.clone()),
-                                payload: Some(payload.clone()),
+                                key: Some(key),
+                                payload: Some(payload),
                             },
                             &mut out,
                         );

@@ -132,6 +132,37 @@ pub struct Record {
     pub payload: Option<Vec<u8>>,
 }
 
+impl Record {
+    /// The record, borrowed (what [`Task::offer`] takes).
+    pub fn borrowed(&self) -> RecordRef<'_> {
+        RecordRef {
+            source: self.source,
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: self.key.as_deref(),
+            payload: self.payload.as_deref(),
+        }
+    }
+}
+
+/// One consumed record, its bytes borrowed from wherever its caller keeps them (the
+/// pipeline copies a turn's records into one buffer per task rather than two
+/// allocations each). A task copies them only for what it keeps: a correction's raw
+/// record, or a dead letter.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    /// Its input.
+    pub source: Source,
+    /// Its offset in the input partition.
+    pub offset: i64,
+    /// The record's timestamp (ms since the epoch), when it has one.
+    pub timestamp: Option<i64>,
+    /// Key bytes.
+    pub key: Option<&'a [u8]>,
+    /// Value bytes.
+    pub payload: Option<&'a [u8]>,
+}
+
 /// What a task asks its caller to write, in the transaction of the records it consumed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -483,7 +514,7 @@ impl Task {
 
     /// Takes one consumed record. Events are queued for [`Task::pump`]; order-index
     /// records are applied at once; records that cannot be used go to the dead letters.
-    pub fn offer(&mut self, programs: &Programs, record: Record, out: &mut Vec<Output>) {
+    pub fn offer(&mut self, programs: &Programs, record: RecordRef<'_>, out: &mut Vec<Output>) {
         let i = record.source.index();
         self.book.next[i] = Some(record.offset + 1);
         if record.source == Source::Index {
@@ -497,15 +528,15 @@ impl Task {
             self.newest_record = Some(Timestamp(ts));
         }
         let now = Timestamp(record.timestamp.unwrap_or(i64::MAX));
-        match codec::event(record.payload.as_deref(), now) {
+        match codec::event(record.payload, now) {
             Ok((tenant, event)) => {
                 let raw = matches!(
                     record.source,
                     Source::Adjustments | Source::LeadStatus | Source::Engagement
                 )
                 .then(|| Raw {
-                    key: record.key.clone(),
-                    payload: record.payload.clone(),
+                    key: record.key.map(<[u8]>::to_vec),
+                    payload: record.payload.map(<[u8]>::to_vec),
                 });
                 self.book.held[i].insert(record.offset);
                 self.queues[i].push_back(Queued {
@@ -684,8 +715,8 @@ impl Task {
         moved
     }
 
-    fn offer_index(&mut self, programs: &Programs, record: Record, out: &mut Vec<Output>) {
-        let index = match codec::index_from(record.payload.as_deref()) {
+    fn offer_index(&mut self, programs: &Programs, record: RecordRef<'_>, out: &mut Vec<Output>) {
+        let index = match codec::index_from(record.payload) {
             Ok(index) => index,
             Err(e) => {
                 dead_letter(&mut self.book, record, &e, out);
@@ -911,7 +942,7 @@ fn process_released(
     }
 }
 
-fn dead_letter(book: &mut Book, record: Record, error: &DecodeError, out: &mut Vec<Output>) {
+fn dead_letter(book: &mut Book, record: RecordRef<'_>, error: &DecodeError, out: &mut Vec<Output>) {
     let kind = match record.source {
         Source::Index => INDEX_TYPE,
         s => s.index(),
@@ -920,8 +951,8 @@ fn dead_letter(book: &mut Book, record: Record, error: &DecodeError, out: &mut V
     out.push(Output::DeadLetter {
         source: record.source,
         offset: record.offset,
-        key: record.key,
-        payload: record.payload,
+        key: record.key.map(<[u8]>::to_vec),
+        payload: record.payload.map(<[u8]>::to_vec),
         reason: error.reason(),
         detail: error.to_string(),
     });

@@ -333,7 +333,7 @@ impl Cluster {
         let n = records.len();
         for record in records {
             self.read.insert((source, p), record.offset + 1);
-            self.tasks[p].offer(&self.programs, record, &mut self.outputs);
+            self.tasks[p].offer(&self.programs, record.borrowed(), &mut self.outputs);
         }
         if from + n >= self.len(source, p) {
             self.tasks[p].set_at_end(source, true);
@@ -812,7 +812,7 @@ fn offset(task: &Task, source: Source) -> Option<i64> {
 /// Offers one event record, and marks its input read to the end.
 fn offer(task: &mut Task, programs: &Programs, record: Record, out: &mut Vec<Output>) {
     let source = record.source;
-    task.offer(programs, record, out);
+    task.offer(programs, record.borrowed(), out);
     task.set_at_end(source, true);
 }
 
@@ -976,8 +976,8 @@ fn records_that_cannot_be_used_go_to_the_dead_letters_and_the_rest_goes_on() {
         record(Source::Clicks, 4, &visitor_key("visitor-y"), &end),
     ];
     let mut out = Vec::new();
-    for r in records.iter().cloned() {
-        task.offer(&programs, r, &mut out);
+    for r in &records {
+        task.offer(&programs, r.borrowed(), &mut out);
     }
     for source in Source::EVENTS {
         task.set_at_end(source, true);
@@ -1185,7 +1185,7 @@ fn a_restart_reads_a_waiting_correction_again_and_what_followed_it_is_a_duplicat
     assert_eq!(offset(&task, Source::Adjustments), Some(0));
 
     // The remote order's index record arrives: the waiting refund is decided, once.
-    task.offer(&programs, index, &mut out);
+    task.offer(&programs, index.borrowed(), &mut out);
     assert_eq!(credit_kinds(&out), vec!["reversal"]);
     assert_eq!(offset(&task, Source::Adjustments), Some(2));
 }
@@ -1202,7 +1202,11 @@ fn a_restored_task_keeps_its_predecessors_watermark() {
     let offer =
         |task: &mut Task, source: Source, offset: i64, input: &Input, out: &mut Vec<Output>| {
             let (_, key) = route(input).unwrap();
-            task.offer(&f.programs, record(source, offset, &key, input), out);
+            task.offer(
+                &f.programs,
+                record(source, offset, &key, input).borrowed(),
+                out,
+            );
             task.pump(&f.programs, true, out);
         };
     let mut out = Vec::new();
@@ -1291,7 +1295,11 @@ fn seen_ids_are_written_in_batches_and_restored_exactly_across_expiry() {
     let at = |offset: Duration| t0.plus(offset).to_string();
     let offer = |task: &mut Task, offset: i64, input: &Input, out: &mut Vec<Output>| {
         let (source, key) = route(input).unwrap();
-        task.offer(&f.programs, record(source, offset, &key, input), out);
+        task.offer(
+            &f.programs,
+            record(source, offset, &key, input).borrowed(),
+            out,
+        );
         task.pump(&f.programs, true, out);
     };
     let changelog = |task: &mut Task, log: &mut Vec<Output>| {
