@@ -110,8 +110,30 @@ pub fn index(record: &IndexRecord) -> Vec<u8> {
 /// Postcard bytes of `value`, written into a vector of `capacity` to begin with: a
 /// vector grown from empty would be reallocated several times for one record.
 fn encode<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Vec<u8> {
-    postcard::to_extend(value, Vec::with_capacity(capacity))
+    postcard::serialize_with_flavor(value, Bytes(Vec::with_capacity(capacity)))
         .unwrap_or_else(|e| unreachable!("postcard into a Vec: {e}"))
+}
+
+/// A postcard output that copies slices whole: postcard's own `Vec` outputs either start
+/// empty (`to_allocvec`) or go through `Extend` a byte at a time (`to_extend`).
+struct Bytes(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Bytes {
+    type Output = Vec<u8>;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 /// Decodes an index record.
