@@ -568,10 +568,16 @@ mod wire {
     use crate::convert::{to_duration, to_timestamp};
 
     fn put_str(buf: &mut Vec<u8>, tag: u32, s: &str) {
-        if !s.is_empty() {
+        put_text(buf, tag, s.as_bytes());
+    }
+
+    /// A string field from bytes known to be UTF-8 (ASCII text the core wrote), without
+    /// checking them again.
+    fn put_text(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+        if !bytes.is_empty() {
             encode_key(tag, WireType::LengthDelimited, buf);
-            encode_varint(s.len() as u64, buf);
-            buf.extend_from_slice(s.as_bytes());
+            encode_varint(bytes.len() as u64, buf);
+            buf.extend_from_slice(bytes);
         }
     }
 
@@ -625,14 +631,14 @@ mod wire {
     }
 
     fn put_decimal(buf: &mut Vec<u8>, tag: u32, d: rust_decimal::Decimal) {
-        put_str(buf, tag, DecimalText::new(d).as_str());
+        put_text(buf, tag, DecimalText::new(d).as_bytes());
     }
 
     /// `payoff.v1.Money`: amount = 1, currency = 2.
     fn put_money(buf: &mut Vec<u8>, tag: u32, m: Money) {
         put_message(buf, tag, |buf| {
             put_decimal(buf, 1, m.amount);
-            put_str(buf, 2, m.currency.code());
+            put_text(buf, 2, m.currency.code_bytes());
         });
     }
 
@@ -712,7 +718,7 @@ mod wire {
                 kind,
                 cumulative_fraction,
             } => put_message(buf, 13, |buf| {
-                put_str(buf, 1, original.text().as_str());
+                put_text(buf, 1, original.text().as_bytes());
                 put_str(buf, 2, order.as_str());
                 put_enum(buf, 3, adjustment_kind_to_proto(*kind).into());
                 put_decimal(buf, 4, *cumulative_fraction);
@@ -723,7 +729,7 @@ mod wire {
                 lead,
                 qualified,
             } => put_message(buf, 14, |buf| {
-                put_str(buf, 1, original.text().as_str());
+                put_text(buf, 1, original.text().as_bytes());
                 put_str(buf, 2, lead.as_str());
                 put_bool(buf, 3, *qualified);
             }),
@@ -828,7 +834,7 @@ mod wire {
     ) -> Vec<u8> {
         let mut buf = Vec::with_capacity(192 + explanation.map_or(0, |e| e.len() + 3));
         let buf = &mut buf;
-        put_str(buf, 1, credit.id.text().as_str());
+        put_text(buf, 1, credit.id.text().as_bytes());
         put_str(buf, 2, tenant.as_str());
         put_str(buf, 3, credit.campaign.as_str());
         put_str(buf, 4, credit.creator.as_str());

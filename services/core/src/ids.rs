@@ -243,7 +243,12 @@ impl DerivedText {
     /// The text.
     pub fn as_str(&self) -> &str {
         // Built from an ASCII kind, `_` and hex digits.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    /// The text's bytes (ASCII), for writers of bytes that need no UTF-8 check.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 

@@ -43,6 +43,11 @@ impl Currency {
         std::str::from_utf8(&self.code).unwrap_or("???")
     }
 
+    /// The three-letter code's bytes (ASCII upper-case letters).
+    pub fn code_bytes(&self) -> &[u8] {
+        &self.code
+    }
+
     /// Digits after the decimal point in this currency.
     pub fn minor_units(&self) -> u32 {
         self.minor_units
@@ -263,7 +268,12 @@ impl DecimalText {
     /// The text.
     pub fn as_str(&self) -> &str {
         // Only ASCII digits, `-` and `.` were written.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    /// The text's bytes (ASCII), for writers of bytes that need no UTF-8 check.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
