@@ -235,7 +235,7 @@ impl MemoryPipeline {
                 .counts
                 .by_type
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), *v))
+                .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
             credited_orders: orders as u64,
             per_campaign,

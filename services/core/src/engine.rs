@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::{
-    FastMap,
+    FastHash, FastMap,
     attribution::{
         self, AttributionState, ConversionKey, ConversionRecord, Fact, Skip, reorder::ReorderBuffer,
     },
@@ -35,7 +35,7 @@ pub struct Counts {
     /// Events received.
     pub events: u64,
     /// Events by type.
-    pub by_type: BTreeMap<&'static str, u64>,
+    pub by_type: Tally,
     /// Repeated event ids (no effect).
     pub duplicates: u64,
     /// Events that changed nothing, by reason.
@@ -45,9 +45,62 @@ pub struct Counts {
     /// Conversions with no credit.
     pub unattributed: u64,
     /// Credits emitted, by kind.
-    pub credits: BTreeMap<&'static str, u64>,
+    pub credits: Tally,
     /// Ledger inputs the ledger could not use, by reason.
     pub ledger_skipped: BTreeMap<String, u64>,
+}
+
+/// Counts by name, for a handful of names known at compile time (event types, credit
+/// kinds): a short list searched by the name's address first, as every event adds to
+/// one. It compares, serializes and iterates as a map in name order.
+#[derive(Debug, Clone, Default)]
+pub struct Tally(Vec<(&'static str, u64)>);
+
+impl Tally {
+    /// Adds one to `name`.
+    pub fn add(&mut self, name: &'static str) {
+        // The same literal is almost always the same address: then no text is compared.
+        let at = self
+            .0
+            .iter()
+            .position(|(n, _)| std::ptr::eq(*n, name))
+            .or_else(|| self.0.iter().position(|(n, _)| *n == name));
+        match at {
+            Some(at) => self.0[at].1 += 1,
+            None => self.0.push((name, 1)),
+        }
+    }
+
+    /// The count of `name`, if any was added.
+    pub fn get(&self, name: &str) -> Option<&u64> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, c)| c)
+    }
+
+    /// Names and counts, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + use<> {
+        let mut all = self.0.clone();
+        all.sort_unstable();
+        all.into_iter()
+    }
+
+    /// Names and counts as a map.
+    pub fn to_map(&self) -> BTreeMap<&'static str, u64> {
+        self.iter().collect()
+    }
+}
+
+impl PartialEq for Tally {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_map() == other.to_map()
+    }
+}
+
+impl Eq for Tally {}
+
+impl Serialize for Tally {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_map().serialize(serializer)
+    }
 }
 
 /// One tier-progress change.
@@ -75,7 +128,7 @@ pub struct Engine {
     attribution: AttributionState,
     index: FastMap<ConversionKey, ConversionRecord>,
     /// Ledger books by campaign, then creator (looked up without cloning either id).
-    books: FastMap<CampaignId, FastMap<CreatorId, Book>>,
+    books: hashbrown::HashMap<CampaignId, hashbrown::HashMap<CreatorId, Book, FastHash>, FastHash>,
     next_expiry: Option<Timestamp>,
     keep_outputs: bool,
     /// Buffers reused for every event: released events, attribution and ledger facts.
@@ -107,7 +160,7 @@ impl Engine {
             buffer: ReorderBuffer::new(grace),
             attribution: AttributionState::default(),
             index: FastMap::default(),
-            books: FastMap::default(),
+            books: hashbrown::HashMap::default(),
             next_expiry: None,
             keep_outputs: true,
             released: Vec::new(),
@@ -138,11 +191,7 @@ impl Engine {
     /// Feeds one validated event through the reorder buffer and everything it releases.
     pub fn push(&mut self, event: Event) {
         self.counts.events += 1;
-        *self
-            .counts
-            .by_type
-            .entry(event.payload.type_name())
-            .or_default() += 1;
+        self.counts.by_type.add(event.payload.type_name());
         let mut released = std::mem::take(&mut self.released);
         self.buffer.push(event, (), &mut released);
         self.process_all(&mut released);
@@ -255,7 +304,7 @@ impl Engine {
                 }
             }
             Fact::Credited(credit) => {
-                *self.counts.credits.entry(credit.kind.name()).or_default() += 1;
+                self.counts.credits.add(credit.kind.name());
                 if let (true, Some(explanation)) = (self.keep_outputs, &credit.explanation) {
                     let key = match &credit.kind {
                         CreditKind::Order { order, .. } => ConversionKey::Order(order.clone()),
@@ -278,19 +327,13 @@ impl Engine {
         (campaign, creator): (&CampaignId, &CreatorId),
         decide: impl FnOnce(&Book, &ProgramHistory, &mut Vec<LedgerFact>) -> Result<(), LedgerSkip>,
     ) {
-        if !self.books.contains_key(campaign) {
-            self.books.insert(campaign.clone(), FastMap::default());
-        }
-        let books = self
+        // One probe per level; an id is cloned only into a new entry.
+        let book = self
             .books
-            .get_mut(campaign)
-            .unwrap_or_else(|| unreachable!("inserted above"));
-        if !books.contains_key(creator) {
-            books.insert(creator.clone(), Book::default());
-        }
-        let book = books
-            .get_mut(creator)
-            .unwrap_or_else(|| unreachable!("inserted above"));
+            .entry_ref(campaign)
+            .or_default()
+            .entry_ref(creator)
+            .or_default();
         let mut facts = std::mem::take(&mut self.ledger_facts);
         if let Err(skip) = decide(book, &self.programs, &mut facts) {
             *self
@@ -483,4 +526,40 @@ pub struct Report {
     pub kpis: BTreeMap<CampaignId, CampaignReport>,
     /// Ledger entries in (time, id) order, with status.
     pub entries: Vec<ReportEntry>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tally_counts_by_name_and_reads_as_a_map_in_name_order() {
+        let (mut a, mut b) = (Tally::default(), Tally::default());
+        for name in ["order", "click", "click", "signup", "click"] {
+            a.add(name);
+        }
+        // The same names from other addresses, in another order.
+        let owned = ["signup".to_owned(), "click".to_owned(), "order".to_owned()];
+        let leaked: Vec<&'static str> = owned
+            .iter()
+            .map(|n| &*Box::leak(n.clone().into_boxed_str()))
+            .collect();
+        for name in [leaked[1], leaked[0], leaked[1], leaked[2], leaked[1]] {
+            b.add(name);
+        }
+        assert_eq!(a.get("click"), Some(&3));
+        assert_eq!(a.get("lead"), None);
+        assert_eq!(
+            a.iter().collect::<Vec<_>>(),
+            [("click", 3), ("order", 1), ("signup", 1)]
+        );
+        assert_eq!(a, b, "equal whatever the names' addresses and order");
+        assert_eq!(b.0.len(), 3, "one entry per name");
+        b.add("lead");
+        assert_ne!(a, b);
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"{"click":3,"order":1,"signup":1}"#
+        );
+    }
 }

@@ -123,6 +123,14 @@ macro_rules! id_type {
                 &self.0
             }
         }
+
+        /// A clone: what a map keyed by the id stores when it is looked up by reference
+        /// (`hashbrown`'s `entry_ref`), only if the key is new.
+        impl From<&$name> for $name {
+            fn from(id: &$name) -> Self {
+                id.clone()
+            }
+        }
     };
 }
 
