@@ -7,11 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AttributionState, Digest, Fact, VisitorState, digest};
-use crate::{
-    credit::{Credit, CreditKind},
-    time::Timestamp,
-};
+use super::{AttributionState, Digest, Fact, VisitorState};
+use crate::time::Timestamp;
 
 /// The key of one entry: which map, and the digest of the id it is kept under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -78,10 +75,6 @@ impl StateKey {
             Fact::Touched { visitor, .. } | Fact::Ordered { visitor } => {
                 Some(Self::Visitor(*visitor))
             }
-            Fact::Credited(Credit {
-                kind: CreditKind::Click { visitor, .. },
-                ..
-            }) => Some(Self::Visitor(digest(visitor.as_str()))),
             _ => None,
         }
     }
@@ -154,7 +147,7 @@ impl AttributionState {
 mod tests {
     use super::*;
     use crate::{
-        attribution::{Touch, apply},
+        attribution::{Touch, apply, digest},
         ids::{CampaignId, CreatorId, EventId, VisitorId},
     };
 
@@ -183,6 +176,7 @@ mod tests {
                     campaign: id(CampaignId::parse, "k"),
                     fraud: None,
                 },
+                paid: Some(None),
             },
             Fact::Ordered { visitor },
         ];

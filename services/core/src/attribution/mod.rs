@@ -198,6 +198,10 @@ pub enum Fact {
         visitor: Digest,
         /// The click.
         touch: Touch,
+        /// Set when the click earned a CPC credit, to its link: the visitor's unique-click
+        /// window for (creator, campaign, link) starts again at it. (Kept here, not read
+        /// from the credit, so that the visitor is found once per click.)
+        paid: Option<Option<LinkCode>>,
     },
     /// A credit emitted downstream.
     Credited(Credit),
@@ -385,7 +389,11 @@ pub fn apply(state: &mut AttributionState, fact: &Fact) {
             }
             entry.1 += 1;
         }
-        Fact::Touched { visitor, touch } => {
+        Fact::Touched {
+            visitor,
+            touch,
+            paid,
+        } => {
             state.oldest.visitor = state.oldest.visitor.min(touch.at);
             let v = state.visitors.entry(*visitor).or_default();
             let not_after = |t: &Touch| (t.at, &t.click) <= (touch.at, &touch.click);
@@ -399,29 +407,20 @@ pub fn apply(state: &mut AttributionState, fact: &Fact) {
             if v.touches.len() > MAX_TOUCHES_PER_VISITOR {
                 v.touches.pop_front();
             }
-        }
-        Fact::Credited(Credit {
-            kind: CreditKind::Click { visitor, link },
-            creator,
-            campaign,
-            occurred_at,
-            ..
-        }) => {
-            let expires = occurred_at.plus(CPC_UNIQUE_WINDOW);
-            state.oldest.visitor = state.oldest.visitor.min(expires);
-            let v = state.visitors.entry(digest(visitor.as_str())).or_default();
-            match v
-                .paid_clicks
-                .iter_mut()
-                .find(|p| &p.0 == creator && &p.1 == campaign && &p.2 == link)
-            {
-                Some(p) => p.3 = *occurred_at,
-                None => v.paid_clicks.push((
-                    creator.clone(),
-                    campaign.clone(),
-                    link.clone(),
-                    *occurred_at,
-                )),
+            if let Some(link) = paid {
+                // `oldest.visitor` is at most the touch's time, before the window's end.
+                let (creator, campaign, at) = (&touch.creator, &touch.campaign, touch.at);
+                match v
+                    .paid_clicks
+                    .iter_mut()
+                    .find(|p| &p.0 == creator && &p.1 == campaign && &p.2 == link)
+                {
+                    Some(p) => p.3 = at,
+                    None => {
+                        v.paid_clicks
+                            .push((creator.clone(), campaign.clone(), link.clone(), at));
+                    }
+                }
             }
         }
         Fact::Ordered { visitor } => {
@@ -645,34 +644,75 @@ fn decide_click(
         facts.push(Fact::IpClick { ip, minute });
     }
     let visitor = digest(click.visitor.as_str());
+    let touch = Touch {
+        click: event.id.clone(),
+        at: event.occurred_at,
+        creator: target.creator.clone(),
+        campaign: target.campaign.clone(),
+        fraud,
+    };
+    let outcome = click_outcome(state, program, event, &target, visitor, fraud);
     facts.push(Fact::Touched {
         visitor,
-        touch: Touch {
-            click: event.id.clone(),
-            at: event.occurred_at,
-            creator: target.creator.clone(),
-            campaign: target.campaign.clone(),
-            fraud,
-        },
+        touch,
+        paid: outcome.as_ref().ok().map(|_| target.link.cloned()),
     });
-    if let Some(reason) = fraud {
-        facts.push(Fact::Flagged {
+    facts.push(match outcome {
+        Err(Unpaid::Flagged(reason)) => Fact::Flagged {
             event: event.id.clone(),
             reason,
-        });
-        return;
+        },
+        Err(Unpaid::Skipped(reason)) => Fact::Skipped {
+            event: event.id.clone(),
+            reason,
+        },
+        Ok(campaign) => Fact::Credited(Credit {
+            id: DerivedId::derive(
+                "crd",
+                &[
+                    event.id.as_str(),
+                    campaign.as_str(),
+                    target.creator.as_str(),
+                ],
+            ),
+            campaign: campaign.clone(),
+            creator: target.creator.clone(),
+            occurred_at: event.occurred_at,
+            cause: event.id.clone(),
+            config_version: program.version,
+            fraud: None,
+            kind: CreditKind::Click {
+                visitor: click.visitor.clone(),
+                link: target.link.cloned(),
+            },
+            explanation: None,
+        }),
+    });
+}
+
+/// Why a click earns no CPC credit.
+enum Unpaid {
+    Flagged(FraudReason),
+    Skipped(Skip),
+}
+
+/// Whether a resolved click earns a CPC credit: its campaign, or why not.
+fn click_outcome<'p>(
+    state: &AttributionState,
+    program: &'p Program,
+    event: &Event,
+    target: &Resolved<'_>,
+    visitor: Digest,
+    fraud: Option<FraudReason>,
+) -> Result<&'p CampaignId, Unpaid> {
+    if let Some(reason) = fraud {
+        return Err(Unpaid::Flagged(reason));
     }
-    let Some(campaign) = program
+    let campaign = program
         .campaigns
         .get(target.campaign)
         .filter(|c| c.is_active(event.occurred_at))
-    else {
-        facts.push(Fact::Skipped {
-            event: event.id.clone(),
-            reason: Skip::CampaignInactive,
-        });
-        return;
-    };
+        .ok_or(Unpaid::Skipped(Skip::CampaignInactive))?;
     let link = target.link;
     let recent = state.visitors.get(&visitor).is_some_and(|v| {
         v.paid_clicks.iter().any(|(cr, ca, l, at)| {
@@ -683,33 +723,9 @@ fn decide_click(
         })
     });
     if recent {
-        facts.push(Fact::Skipped {
-            event: event.id.clone(),
-            reason: Skip::NotUnique,
-        });
-        return;
+        return Err(Unpaid::Skipped(Skip::NotUnique));
     }
-    facts.push(Fact::Credited(Credit {
-        id: DerivedId::derive(
-            "crd",
-            &[
-                event.id.as_str(),
-                campaign.id.as_str(),
-                target.creator.as_str(),
-            ],
-        ),
-        campaign: campaign.id.clone(),
-        creator: target.creator.clone(),
-        occurred_at: event.occurred_at,
-        cause: event.id.clone(),
-        config_version: program.version,
-        fraud: None,
-        kind: CreditKind::Click {
-            visitor: click.visitor.clone(),
-            link: link.cloned(),
-        },
-        explanation: None,
-    }));
+    Ok(&campaign.id)
 }
 
 /// A conversion being attributed: what orders and signups have in common.
