@@ -13,6 +13,9 @@
 //! 90%), which a short run's first transaction does not flatter. Every loop is bounded
 //! by a record count and a deadline. Each run's CPU (this process, every thread) per
 //! input event is printed too: on a shared machine it swings less than events/s.
+//! `--rounds N` repeats both runs N times, alternating, each round on its own topics with
+//! the same input, and prints the median ratio: one round's ratio swings by a third on a
+//! shared 2-core machine.
 
 use std::{
     collections::HashMap,
@@ -73,13 +76,18 @@ struct Args {
     /// with no processing at all.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     copies: u16,
-    /// Keep the run's topics (`bench-attr-<pid>.*`) instead of deleting them at the end
+    /// Keep the run's topics (`bench-attr-<pid>-<round>.*`) instead of deleting them at the end
     /// (a run at the default size leaves about 250 MB otherwise).
     #[arg(long)]
     keep_topics: bool,
     /// The attributor's task threads (its `--threads`; 0: one per CPU).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Rounds of (pass-through, attributor), one after the other in this process, each on
+    /// its own topics with the same input: the ratio is printed per round and as the
+    /// median, which one noisy round on a shared machine does not move.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: u16,
 }
 
 const DEADLINE: Duration = Duration::from_secs(900);
@@ -296,11 +304,69 @@ fn pass_through(
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    payoff_runtime::telemetry::init_logging(payoff_runtime::telemetry::LogFormat::Text, "warn");
-    let prefix = format!("bench-attr-{}.", std::process::id());
+/// One round's two runs: the pass-through, then the attributor, on the round's topics.
+struct Round {
+    prefix: String,
+    topics: Topics,
+    passthrough: String,
+    events: usize,
+    pass: Run,
+    attr: Run,
+}
+
+/// One run's timings.
+struct Run {
+    /// Input events per second, from the first output record to the last.
+    rate: f64,
+    secs: f64,
+    /// Input events per second over the middle 80% of the output.
+    middle: Option<f64>,
+    /// This process's CPU over the run.
+    cpu: Duration,
+}
+
+impl Round {
+    fn ratio(&self) -> f64 {
+        self.attr.rate / self.pass.rate
+    }
+
+    fn middle_ratio(&self) -> Option<f64> {
+        Some(self.attr.middle? / self.pass.middle?)
+    }
+
+    /// The round's topics (the restore's is the run's own).
+    fn topic_names(&self, args: &Args) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .topics
+            .specs(args.partitions, 1)
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        names.push(self.passthrough.clone());
+        names
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+/// Produces the scenario to the round's own input topics, then times the pass-through
+/// and the attributor on them.
+async fn run_round(
+    args: &Args,
+    scenario: &scenario::Scenario,
+    want_credits: usize,
+    round: u16,
+) -> anyhow::Result<Round> {
+    let prefix = format!("bench-attr-{}-{round}.", std::process::id());
     let topics = Topics::with_prefix(&prefix);
     adapters::ensure_topics(
         &args.brokers,
@@ -315,14 +381,6 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(30),
     )
     .await?;
-
-    eprintln!("generating {} visitor journeys", args.visitors);
-    let scenario = scenario::generate(Options {
-        seed: 42,
-        visitors: args.visitors,
-        sentinels: 100,
-    });
-    let want_credits = scenario.oracle().len();
     let records: Vec<(String, String, Vec<u8>)> = scenario
         .records(&topics)
         .into_iter()
@@ -389,10 +447,12 @@ async fn main() -> anyhow::Result<()> {
     copier
         .join()
         .map_err(|_| anyhow::anyhow!("pass-through panicked"))??;
-    let pass_cpu = process_cpu() - pass_cpu_start;
-    let pass_secs = pass.secs();
-    let pass_rate = events as f64 / pass_secs;
-    let pass_middle = pass.middle_rate().map(|r| r / copies as f64);
+    let pass = Run {
+        rate: events as f64 / pass.secs(),
+        secs: pass.secs(),
+        middle: pass.middle_rate().map(|r| r / copies as f64),
+        cpu: process_cpu() - pass_cpu_start,
+    };
 
     // The attributor, in this process.
     eprintln!("attributor: {events} events → {want_credits} credits");
@@ -415,7 +475,7 @@ async fn main() -> anyhow::Result<()> {
         threads: args.threads,
         drain_timeout: Duration::from_secs(20),
         log_format: LogFormat::Text,
-        log: "warn".into(), // logging is set up above (RUST_LOG)
+        log: "warn".into(), // logging is set up in main (RUST_LOG)
     };
     let attr_cpu_start = process_cpu();
     let running = tokio::spawn(payoff_attributor::run(config, shutdown.clone()));
@@ -430,13 +490,73 @@ async fn main() -> anyhow::Result<()> {
     .await??;
     shutdown.cancel();
     running.await??;
-    let attr_cpu = process_cpu() - attr_cpu_start;
-    let attr_secs = attr.secs();
-    let attr_rate = events as f64 / attr_secs;
     // Credits per input event are taken as even over the run.
-    let attr_middle = attr
-        .middle_rate()
-        .map(|r| r * events as f64 / want_credits as f64);
+    let attr = Run {
+        rate: events as f64 / attr.secs(),
+        secs: attr.secs(),
+        middle: attr
+            .middle_rate()
+            .map(|r| r * events as f64 / want_credits as f64),
+        cpu: process_cpu() - attr_cpu_start,
+    };
+    if args.rounds > 1 {
+        eprintln!(
+            "round {}: pass-through {:.0}, attributor {:.0} events/s, ratio {:.2}",
+            round + 1,
+            pass.rate,
+            attr.rate,
+            attr.rate / pass.rate
+        );
+    }
+    Ok(Round {
+        prefix,
+        topics,
+        passthrough,
+        events,
+        pass,
+        attr,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    payoff_runtime::telemetry::init_logging(payoff_runtime::telemetry::LogFormat::Text, "warn");
+    eprintln!("generating {} visitor journeys", args.visitors);
+    let scenario = scenario::generate(Options {
+        seed: 42,
+        visitors: args.visitors,
+        sentinels: 100,
+    });
+    let want_credits = scenario.oracle().len();
+    let mut rounds: Vec<Round> = Vec::new();
+    for r in 0..args.rounds {
+        if args.rounds > 1 {
+            eprintln!("round {} of {}", r + 1, args.rounds);
+        }
+        let round = run_round(&args, &scenario, want_credits, r).await;
+        // Topics of rounds that ran are deleted even when a later round fails.
+        match round {
+            Ok(round) => rounds.push(round),
+            Err(e) => {
+                if !args.keep_topics {
+                    for round in &rounds {
+                        delete_topics(&args.brokers, &round.topic_names(&args)).await?;
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    let Some(last) = rounds.last() else {
+        bail!("no round ran");
+    };
+    let (prefix, topics, passthrough, events) = (
+        last.prefix.clone(),
+        last.topics.clone(),
+        last.passthrough.clone(),
+        last.events,
+    );
 
     // What the attributor wrote, per topic, against the pass-through's one record per
     // input.
@@ -542,31 +662,56 @@ async fn main() -> anyhow::Result<()> {
             args.threads
         }
     );
-    println!(
-        "  pass-through (consume → transactional produce): {pass_rate:>10.0} events/s ({pass_secs:.2} s, {} record(s) written per input)",
-        args.copies
-    );
-    println!(
-        "  attributor (events → credits, exactly once):    {attr_rate:>10.0} events/s ({attr_secs:.2} s)"
-    );
-    println!(
-        "  ratio attributor / pass-through:                {:.2}",
-        attr_rate / pass_rate
-    );
-    if let (Some(pass_middle), Some(attr_middle)) = (pass_middle, attr_middle) {
-        println!(
-            "  over the middle 80% of each run's output: pass-through {pass_middle:.0}, attributor {attr_middle:.0} events/s, ratio {:.2}",
-            attr_middle / pass_middle
-        );
-    }
     // CPU per event: steadier than events/s on a shared machine, which slows both the
     // processor and the broker it waits for (the broker's CPU is not counted).
     let micros = |cpu: Duration| cpu.as_secs_f64() * 1e6 / events as f64;
-    println!(
-        "  this process's CPU per input event (whole phase, readers included): pass-through {:.1} µs, attributor {:.1} µs",
-        micros(pass_cpu),
-        micros(attr_cpu)
-    );
+    for (i, round) in rounds.iter().enumerate() {
+        if rounds.len() > 1 {
+            println!("  round {} of {}:", i + 1, rounds.len());
+        }
+        let (pass, attr) = (&round.pass, &round.attr);
+        println!(
+            "  pass-through (consume → transactional produce): {:>10.0} events/s ({:.2} s, {} record(s) written per input)",
+            pass.rate, pass.secs, args.copies
+        );
+        println!(
+            "  attributor (events → credits, exactly once):    {:>10.0} events/s ({:.2} s)",
+            attr.rate, attr.secs
+        );
+        println!(
+            "  ratio attributor / pass-through:                {:.2}",
+            round.ratio()
+        );
+        if let (Some(pass_middle), Some(attr_middle), Some(ratio)) =
+            (pass.middle, attr.middle, round.middle_ratio())
+        {
+            println!(
+                "  over the middle 80% of each run's output: pass-through {pass_middle:.0}, attributor {attr_middle:.0} events/s, ratio {ratio:.2}"
+            );
+        }
+        println!(
+            "  this process's CPU per input event (whole phase, readers included): pass-through {:.1} µs, attributor {:.1} µs",
+            micros(pass.cpu),
+            micros(attr.cpu)
+        );
+    }
+    if rounds.len() > 1 {
+        let ratios =
+            |f: fn(&Round) -> Option<f64>| -> Vec<f64> { rounds.iter().filter_map(f).collect() };
+        let first_to_last = ratios(|r| Some(r.ratio()));
+        let middle = ratios(Round::middle_ratio);
+        let (lo, hi) = first_to_last
+            .iter()
+            .fold((f64::INFINITY, 0.0_f64), |(lo, hi), r| {
+                (lo.min(*r), hi.max(*r))
+            });
+        println!(
+            "  median over {} rounds: ratio {:.2} (from {lo:.2} to {hi:.2}), middle 80% {}",
+            rounds.len(),
+            median(first_to_last).unwrap_or(f64::NAN),
+            median(middle).map_or_else(|| "n/a".to_owned(), |m| format!("{m:.2}"))
+        );
+    }
     let per = |w: &Written| {
         format!(
             "{:.2} records, {:.0} bytes",
@@ -575,6 +720,9 @@ async fn main() -> anyhow::Result<()> {
         )
     };
     let attributor_records: usize = outputs[..4].iter().map(|w| w.records).sum();
+    if rounds.len() > 1 {
+        println!("  the last round's output and state:");
+    }
     println!(
         "  written per input event: attributor {:.2} records (credits: {}; state changelog: {}; order index: {}; dead letters: {}; plus {:.3} progress markers); pass-through: {}",
         attributor_records as f64 / events as f64,
@@ -595,12 +743,8 @@ async fn main() -> anyhow::Result<()> {
         args.partitions
     );
     if !args.keep_topics {
-        let mut names: Vec<String> = topics
-            .specs(args.partitions, 1)
-            .into_iter()
-            .map(|t| t.name)
-            .collect();
-        names.extend([passthrough, restore_topic]);
+        let mut names: Vec<String> = rounds.iter().flat_map(|r| r.topic_names(&args)).collect();
+        names.push(restore_topic);
         delete_topics(&args.brokers, &names).await?;
     }
     Ok(())
@@ -741,6 +885,14 @@ mod tests {
         let middle = Arrivals { samples }.middle_rate().unwrap();
         // 80 records from t = 0.10 to t = 1.90.
         assert!((middle - 80.0 / 1.8).abs() < 1e-9, "{middle}");
+    }
+
+    #[test]
+    fn the_median_of_rounds_is_the_middle_one_or_the_mean_of_two() {
+        assert_eq!(median(vec![0.9, 0.3, 0.5]), Some(0.5));
+        assert_eq!(median(vec![0.8, 0.2, 0.6, 0.4]), Some(0.5));
+        assert_eq!(median(vec![0.7]), Some(0.7));
+        assert_eq!(median(Vec::new()), None);
     }
 
     #[test]
