@@ -221,9 +221,11 @@ impl Engine {
     }
 
     fn process_all(&mut self, released: &mut Vec<(Event, ())>) {
-        for (event, ()) in released.drain(..) {
-            self.process(&event);
+        // Read in place and dropped together: an event is not moved out to be read.
+        for (event, ()) in released.iter() {
+            self.process(event);
         }
+        released.clear();
     }
 
     fn process(&mut self, event: &Event) {
