@@ -268,6 +268,10 @@ impl<S: BuildHasher> ConversionIndex for HashMap<ConversionKey, ConversionRecord
 }
 
 /// Folds an index fact into an in-memory index.
+///
+/// Inline: it is called with every fact and most are not index facts, which the caller
+/// then skips without a call.
+#[inline]
 pub fn apply_index<S: BuildHasher>(
     index: &mut HashMap<ConversionKey, ConversionRecord, S>,
     fact: &Fact,
