@@ -187,18 +187,22 @@ const CIVIL_RANGE: std::ops::Range<i64> = -62_135_596_800_000..253_402_300_800_0
 /// (H. Hinnant's `civil_from_days`): what chrono says, without building a date (every
 /// ledger input needs its period).
 fn civil_month(at: Timestamp) -> Option<(i64, i64)> {
-    if !CIVIL_RANGE.contains(&at.millis()) {
+    // Unsigned from here: days counted from 0000-03-01 (the algorithm's origin), which
+    // every instant of the range is after, so no division needs a sign correction.
+    let since_year_one = u64::try_from(at.millis().checked_sub(CIVIL_RANGE.start)?).ok()?;
+    if at.millis() >= CIVIL_RANGE.end {
         return None;
     }
-    let z = at.millis().div_euclid(86_400_000) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
+    // 0001-01-01 is 306 days after 0000-03-01.
+    let z = since_year_one / 86_400_000 + 306;
+    let era = z / 146_097;
+    let doe = z % 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
     let month0 = if mp < 10 { mp + 2 } else { mp - 10 };
-    let year = yoe + era * 400 + i64::from(month0 < 2);
-    Some((year, month0))
+    let year = yoe + era * 400 + u64::from(month0 < 2);
+    Some((i64::try_from(year).ok()?, i64::try_from(month0).ok()?))
 }
 
 impl Serialize for Period {
