@@ -107,6 +107,39 @@ pub fn index(record: &IndexRecord) -> Vec<u8> {
     encode(record, 128)
 }
 
+/// The postcard bytes of a conversion record: what an order-index record ends with
+/// ([`index_of_bytes`]) and an index entry's changelog value follows its variant
+/// ([`changelog_index_value`]), so that one encoding serves all three.
+pub fn conversion_bytes(record: &ConversionRecord) -> Vec<u8> {
+    encode(record, 128)
+}
+
+/// An order-index record from its tenant, key and the conversion record's bytes
+/// ([`conversion_bytes`]): the bytes [`index`] gives for the same record.
+pub fn index_of_bytes(tenant: &TenantId, key: &ConversionKey, record: &[u8]) -> Vec<u8> {
+    // A struct's fields are written one after the other, as a tuple's are.
+    let mut payload = encode(&(tenant, key), 64 + record.len());
+    payload.extend_from_slice(record);
+    payload
+}
+
+/// The changelog value of an index entry from its conversion record's bytes
+/// ([`conversion_bytes`]): the bytes [`changelog_value_ref`] gives for
+/// [`ChangelogValueRef::Index`] of the same record.
+pub fn changelog_index_value(record: &[u8]) -> Vec<u8> {
+    /// [`ChangelogValue`]'s variants at the same places, with nothing after the index's.
+    #[derive(Serialize)]
+    #[serde(rename = "ChangelogValue")]
+    enum Variant {
+        #[allow(dead_code)]
+        State(()),
+        Index(()),
+    }
+    let mut value = encode(&Variant::Index(()), 1 + record.len());
+    value.extend_from_slice(record);
+    value
+}
+
 /// Postcard bytes of `value`, written into a vector of `capacity` to begin with: a
 /// vector grown from empty would be reallocated several times for one record.
 fn encode<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Vec<u8> {
@@ -138,11 +171,30 @@ impl postcard::ser_flavors::Flavor for Bytes {
 
 /// Decodes an index record.
 pub fn index_from(payload: Option<&[u8]>) -> Result<IndexRecord, DecodeError> {
+    index_and_bytes_from(payload).map(|(record, _)| record)
+}
+
+/// [`index_from`], with the bytes of the conversion record within the payload (see
+/// [`conversion_bytes`]).
+pub fn index_and_bytes_from(payload: Option<&[u8]>) -> Result<(IndexRecord, &[u8]), DecodeError> {
     let bytes = payload.ok_or(DecodeError::Empty)?;
-    postcard::from_bytes(bytes).map_err(|e| DecodeError::Undecodable {
+    let undecodable = |e: postcard::Error| DecodeError::Undecodable {
         what: "order-index record",
         detail: e.to_string(),
-    })
+    };
+    let ((tenant, key), rest): ((TenantId, ConversionKey), &[u8]) =
+        postcard::take_from_bytes(bytes).map_err(undecodable)?;
+    let (record, after) =
+        postcard::take_from_bytes::<ConversionRecord>(rest).map_err(undecodable)?;
+    let record_bytes = &rest[..rest.len() - after.len()];
+    Ok((
+        IndexRecord {
+            tenant,
+            key,
+            record,
+        },
+        record_bytes,
+    ))
 }
 
 /// What a changelog key names within a tenant.
@@ -324,5 +376,55 @@ mod tests {
                 postcard::from_bytes(&bytes).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(decoded, owned);
         }
+    }
+
+    /// One encoding of a conversion record serves the order-index record and the index
+    /// entry's changelog value, byte for byte.
+    #[test]
+    fn a_conversion_record_encoded_once_gives_the_index_record_and_the_changelog_value() {
+        let share = payoff_core::credit::Share {
+            campaign: id(CampaignId::parse, "ca-1"),
+            creator: id(CreatorId::parse, "cr-1"),
+            share: "0.5".parse().unwrap_or_else(|e| panic!("{e}")),
+        };
+        let record = ConversionRecord {
+            event: id(EventId::parse, "o-1"),
+            at: Timestamp(3_000),
+            config_version: 4,
+            credits: vec![(
+                payoff_core::ids::DerivedId::derive("crd", &["o-1", "ca-1", "cr-1"]),
+                share,
+            )],
+            gross: Some(payoff_core::money::Money::new(
+                "12.34".parse().unwrap_or_else(|e| panic!("{e}")),
+                payoff_core::money::Currency::parse("currency", "EUR")
+                    .unwrap_or_else(|e| panic!("{e:?}")),
+            )),
+            refunded: "0.25".parse().unwrap_or_else(|e| panic!("{e}")),
+            adjustments: vec![id(EventId::parse, "a-1")],
+        };
+        let tenant = id(TenantId::parse, "t-1");
+        let key = ConversionKey::Order(id(payoff_core::ids::OrderId::parse, "o-1"));
+        let bytes = conversion_bytes(&record);
+        let whole = IndexRecord {
+            tenant: tenant.clone(),
+            key: key.clone(),
+            record: record.clone(),
+        };
+        let payload = index_of_bytes(&tenant, &key, &bytes);
+        assert_eq!(payload, index(&whole));
+        let (decoded, within) =
+            index_and_bytes_from(Some(&payload)).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(decoded, whole);
+        assert_eq!(within, bytes.as_slice());
+        assert_eq!(
+            changelog_index_value(&bytes),
+            changelog_value_ref(ChangelogValueRef::Index(&record))
+        );
+        // Bytes after the record (none are written) are not part of it.
+        let mut longer = payload.clone();
+        longer.push(0);
+        let (_, within) = index_and_bytes_from(Some(&longer)).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(within, bytes.as_slice());
     }
 }

@@ -403,6 +403,9 @@ struct TenantState {
     horizon_written: Option<Timestamp>,
     /// Entries changed since the last changelog flush.
     dirty: FastSet<Entry>,
+    /// The encoded conversion record of index entries added since the last flush and not
+    /// changed since ([`codec::conversion_bytes`]): the flush writes them as they are.
+    index_bytes: FastMap<ConversionKey, Vec<u8>>,
 }
 
 /// What the task's parts share while one tenant's state is borrowed.
@@ -716,8 +719,8 @@ impl Task {
     }
 
     fn offer_index(&mut self, programs: &Programs, record: RecordRef<'_>, out: &mut Vec<Output>) {
-        let index = match codec::index_from(record.payload) {
-            Ok(index) => index,
+        let (index, bytes) = match codec::index_and_bytes_from(record.payload) {
+            Ok(decoded) => decoded,
             Err(e) => {
                 dead_letter(&mut self.book, record, &e, out);
                 return;
@@ -732,6 +735,7 @@ impl Task {
         let state = self.tenants.entry(tenant.clone()).or_default();
         if !state.index.contains_key(&key) {
             state.index.insert(key.clone(), conversion);
+            state.index_bytes.insert(key.clone(), bytes.to_vec());
             state.dirty.insert(Entry::Index(key.clone()));
         }
         let Some(waiting) = state.waiting.remove(&key) else {
@@ -794,20 +798,28 @@ impl Task {
             // No key below is one of those above: a batch swept away was written by an
             // earlier flush.
             for entry in state.dirty.drain() {
-                let value = match &entry {
+                let payload = match &entry {
                     Entry::State(k) => state
                         .attribution
                         .entry_ref(*k)
-                        .map(ChangelogValueRef::State),
-                    Entry::Index(k) => state.index.get(k).map(ChangelogValueRef::Index),
+                        .map(|v| codec::changelog_value_ref(ChangelogValueRef::State(v))),
+                    Entry::Index(k) => match state.index_bytes.remove(k) {
+                        Some(bytes) => Some(codec::changelog_index_value(&bytes)),
+                        None => state
+                            .index
+                            .get(k)
+                            .map(|r| codec::changelog_value_ref(ChangelogValueRef::Index(r))),
+                    },
                     // Only ever dirty to be removed.
                     Entry::Watermark | Entry::SeenBatch { .. } | Entry::SeenHorizon => None,
                 };
                 out.push(Output::Changelog {
                     key: codec::changelog_key_of(tenant, &entry),
-                    payload: value.map(codec::changelog_value_ref),
+                    payload,
                 });
             }
+            // Every key with bytes was dirty; none is left.
+            debug_assert!(state.index_bytes.is_empty());
         }
     }
 
@@ -1084,17 +1096,22 @@ fn process(
                     ConversionKey::Order(o) => o.as_str(),
                     ConversionKey::Lead(l) => l.as_str(),
                 };
+                // Encoded once, for the order index and this task's changelog.
+                let bytes = codec::conversion_bytes(record);
                 out.push(Output::Index {
                     key: topology::key(&[tenant.as_str(), text]),
-                    payload: codec::index(&IndexRecord {
-                        tenant: tenant.clone(),
-                        key: key.clone(),
-                        record: record.clone(),
-                    }),
+                    payload: codec::index_of_bytes(tenant, key, &bytes),
                 });
+                if !state.index.contains_key(key) {
+                    state.index_bytes.insert(key.clone(), bytes);
+                }
                 index_fact(state, fact, key);
             }
-            Fact::Refunded { key, .. } => index_fact(state, fact, key),
+            Fact::Refunded { key, .. } => {
+                // Changed: the flush encodes it as it now stands.
+                state.index_bytes.remove(key);
+                index_fact(state, fact, key);
+            }
             Fact::Credited(credit) => {
                 out.push(Output::Credit {
                     key: topology::key(&[
