@@ -102,7 +102,9 @@ pub struct IndexRecord {
     pub record: ConversionRecord,
 }
 
-/// Encodes an index record.
+/// Encodes an index record whole. The attributor builds its index records from a
+/// conversion record encoded once ([`index_of_bytes`]); this is the encoding those bytes
+/// are checked against.
 pub fn index(record: &IndexRecord) -> Vec<u8> {
     encode(record, 128)
 }
