@@ -191,9 +191,12 @@ async fn ensure_topics_is_idempotent_and_applies_partitions_and_config() -> Resu
         .topics()
         .first()
         .context("topic missing")?
-        .partitions()
-        .len();
-    assert_eq!(partitions, PARTITIONS as usize);
+        .partitions();
+    assert_eq!(partitions.len(), PARTITIONS as usize);
+    assert!(
+        partitions.iter().all(|p| p.leader() >= 0),
+        "ensure_topics returned before every partition had a leader"
+    );
     Ok(())
 }
 

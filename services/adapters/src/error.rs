@@ -40,6 +40,16 @@ pub enum AdapterError {
         code: RDKafkaErrorCode,
     },
 
+    /// A created topic, or one of its partitions' leaders, did not appear in the
+    /// brokers' metadata in time.
+    #[error("topic {topic} not in the brokers' metadata {after:?} after its creation")]
+    TopicNotVisible {
+        /// The topic's name.
+        topic: String,
+        /// How long it waited.
+        after: Duration,
+    },
+
     /// Opening a CQL session failed.
     #[error("cql connect failed: {0}")]
     CqlConnect(Box<NewSessionError>),
@@ -90,6 +100,7 @@ impl AdapterError {
             Self::Config(_) => false,
             Self::Kafka { source, .. } => kafka_retryable(source),
             Self::TopicCreation { code, .. } => code_retryable(*code),
+            Self::TopicNotVisible { .. } => true,
             Self::CqlConnect(err) => matches!(**err, NewSessionError::MetadataError(_)),
             Self::CqlPrepare(err) => matches!(**err, PrepareError::ConnectionPoolError(_)),
             Self::CqlExecution { source, .. } => execution_retryable(source),

@@ -243,7 +243,9 @@ pub fn admin_client(brokers: &str) -> Result<AdminClient<DefaultClientContext>> 
 }
 
 /// Creates the given topics, treating "already exists" as success, and waits up to
-/// `timeout` for the controller to confirm.
+/// `timeout` for the controller to confirm and then for every topic to appear, each
+/// partition with a leader, in the metadata the brokers serve: a broker can answer a
+/// metadata request before it has learnt of a topic the controller just created.
 ///
 /// An existing topic is left as it is: its partition count and configuration are not
 /// compared with `topics`.
@@ -278,7 +280,48 @@ pub async fn ensure_topics(brokers: &str, topics: &[TopicSpec], timeout: Duratio
             Err((topic, code)) => return Err(AdapterError::TopicCreation { topic, code }),
         }
     }
-    Ok(())
+    let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+    let deadline = std::time::Instant::now() + timeout;
+    tokio::task::spawn_blocking(move || await_led(&admin, &names, deadline, timeout))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// Polls the cluster's metadata until every topic in `names` exists and each of its
+/// partitions has a leader, or `deadline` passes.
+fn await_led(
+    admin: &AdminClient<DefaultClientContext>,
+    names: &[String],
+    deadline: std::time::Instant,
+    timeout: Duration,
+) -> Result<()> {
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, left.max(Duration::from_millis(100)))
+            .map_err(|e| AdapterError::kafka("fetch metadata", e))?;
+        let led = |name: &String| {
+            metadata.topics().iter().any(|t| {
+                t.name() == name
+                    && t.error().is_none()
+                    && !t.partitions().is_empty()
+                    && t.partitions()
+                        .iter()
+                        .all(|p| p.error().is_none() && p.leader() >= 0)
+            })
+        };
+        match names.iter().find(|n| !led(n)) {
+            None => return Ok(()),
+            Some(missing) if std::time::Instant::now() >= deadline => {
+                return Err(AdapterError::TopicNotVisible {
+                    topic: missing.clone(),
+                    after: timeout,
+                });
+            }
+            Some(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
 }
 
 /// The partition count of each named topic (`None` when it does not exist), from the
