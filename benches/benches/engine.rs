@@ -70,5 +70,28 @@ fn decay_weight(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, engine, decay_weight);
+/// Cloning and dropping an id, as the engine does about twenty times per click: the
+/// `EcoString` the ids are now (inline up to 15 bytes) against the `Arc<str>` they were,
+/// for a short id and a 36-byte one (a UUID, kept behind a reference count either way).
+fn id_clone(c: &mut Criterion) {
+    use payoff_core::ids::VisitorId;
+    use std::sync::Arc;
+    let mut group = c.benchmark_group("id_clone_drop");
+    for (name, text) in [
+        ("13_bytes", "visitor-12345"),
+        ("36_bytes", "3f2504e0-4f89-41d3-9a0c-0305e82c3301"),
+    ] {
+        let arc: Arc<str> = Arc::from(text);
+        let id = VisitorId::new(text);
+        group.bench_function(format!("arc_str/{name}"), |b| {
+            b.iter(|| drop(std::hint::black_box(arc.clone())));
+        });
+        group.bench_function(format!("id/{name}"), |b| {
+            b.iter(|| drop(std::hint::black_box(id.clone())));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, engine, decay_weight, id_clone);
 criterion_main!(benches);

@@ -6,7 +6,7 @@
 //! mistakes in one answer. PII (IP, user agent, raw email) is hashed by ingest before it
 //! gets here; the core only ever sees hashes.
 
-use std::{fmt, sync::Arc};
+use std::fmt;
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -20,6 +20,10 @@ use crate::{
     money::{Currency, Money, parse_decimal},
     time::{Duration, Timestamp},
 };
+
+/// Text an event carries besides its ids (hashes, UTM fields, URLs, SKUs): up to 15 bytes
+/// inline and longer behind a reference count, as the ids are ([`crate::ids`]).
+pub type Text = ecow::EcoString;
 
 /// How far in the future an `occurred_at` may lie (§4).
 pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
@@ -189,9 +193,9 @@ pub struct Event {
     /// The customer, when known.
     pub customer: Option<CustomerId>,
     /// Salted IP hash, when given.
-    pub ip_hash: Option<Arc<str>>,
+    pub ip_hash: Option<Text>,
     /// Salted user-agent hash, when given.
-    pub user_agent_hash: Option<Arc<str>>,
+    pub user_agent_hash: Option<Text>,
     /// What happened.
     pub payload: Payload,
 }
@@ -259,11 +263,11 @@ pub struct Click {
     /// What was clicked.
     pub target: ClickTarget,
     /// UTM fields, landing URL and referrer, kept for explanation.
-    pub utm: Vec<(&'static str, Arc<str>)>,
+    pub utm: Vec<(&'static str, Text)>,
     /// Landing URL, when given.
-    pub landing_url: Option<Arc<str>>,
+    pub landing_url: Option<Text>,
     /// Referrer, when given.
-    pub referrer: Option<Arc<str>>,
+    pub referrer: Option<Text>,
 }
 
 /// A signup: a lead.
@@ -274,7 +278,7 @@ pub struct Signup {
     /// The lead id.
     pub lead: LeadId,
     /// Hashed email, when given.
-    pub email_hash: Option<Arc<str>>,
+    pub email_hash: Option<Text>,
     /// Promo code used, when any.
     pub promo_code: Option<PromoCode>,
 }
@@ -283,9 +287,9 @@ pub struct Signup {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LineItem {
     /// Stock keeping unit.
-    pub sku: Arc<str>,
+    pub sku: Text,
     /// Category, for per-category commission rates.
-    pub category: Option<Arc<str>>,
+    pub category: Option<Text>,
     /// Units bought (at least one).
     pub quantity: u32,
     /// Price of one unit, in the order's currency.
@@ -316,7 +320,7 @@ pub struct Order {
     /// Storefront's word that this is the customer's first order.
     pub first_order: Option<bool>,
     /// Hashed email of the buyer, when given (self-referral checks).
-    pub email_hash: Option<Arc<str>>,
+    pub email_hash: Option<Text>,
 }
 
 impl Order {
@@ -340,7 +344,7 @@ pub struct Adjustment {
     /// The amount refunded; `None` means the whole order.
     pub amount: Option<Money>,
     /// Free-text reason.
-    pub reason: Option<Arc<str>>,
+    pub reason: Option<Text>,
 }
 
 /// A lead becoming qualified or rejected.
@@ -359,7 +363,7 @@ pub struct Engagement {
     pub creator: CreatorId,
     pub campaign: CampaignId,
     pub post: PostId,
-    pub platform: Option<Arc<str>>,
+    pub platform: Option<Text>,
     pub views: u64,
     pub likes: u64,
     pub comments: u64,
@@ -403,7 +407,7 @@ impl Checks {
         }
     }
 
-    fn text(&mut self, field: impl fmt::Display, value: &str) -> Option<Arc<str>> {
+    fn text(&mut self, field: impl fmt::Display, value: &str) -> Option<Text> {
         if value.is_empty() {
             return None;
         }
@@ -423,16 +427,14 @@ impl Checks {
             ));
             return None;
         }
-        Some(Arc::from(value))
+        Some(Text::from(value))
     }
 
-    fn hash(&mut self, field: impl fmt::Display, value: &str) -> Option<Arc<str>> {
+    fn hash(&mut self, field: impl fmt::Display, value: &str) -> Option<Text> {
         if value.is_empty() {
             return None;
         }
-        self.id(field, value, |f, v| {
-            check_id(f, v).map(|()| Arc::<str>::from(v))
-        })
+        self.id(field, value, |f, v| check_id(f, v).map(|()| Text::from(v)))
     }
 
     fn money(
@@ -724,12 +726,12 @@ fn validate_order<S: AsRef<str>>(c: &mut Checks, o: &RawOrder<S>) -> Option<Orde
     for (i, item) in o.line_items.iter().enumerate().take(MAX_LINE_ITEMS) {
         let field = Element("order.line_items", i);
         let sku = c.id(format_args!("{field}.sku"), item.sku.as_ref(), |f, v| {
-            check_id(f, v).map(|()| Arc::<str>::from(v))
+            check_id(f, v).map(|()| Text::from(v))
         });
         let category = c.optional_id(
             format_args!("{field}.category"),
             item.category.as_ref(),
-            |f, v| check_id(f, v).map(|()| Arc::<str>::from(v)),
+            |f, v| check_id(f, v).map(|()| Text::from(v)),
         );
         if item.quantity == 0 {
             c.push(Violation::new(

@@ -738,7 +738,7 @@ struct Conversion<'a> {
     key: ConversionKey,
     codes: &'a [crate::ids::PromoCode],
     customer: Option<&'a CustomerId>,
-    email_hash: Option<&'a Arc<str>>,
+    email_hash: Option<&'a str>,
 }
 
 /// The outcome of attribution: the rule and the shares (sorted by campaign, creator).
@@ -1028,7 +1028,7 @@ fn decide_signup(
         key,
         codes,
         customer: event.customer.as_ref(),
-        email_hash: signup.email_hash.as_ref(),
+        email_hash: signup.email_hash.as_deref(),
     };
     let attribution = attribute(state, program, event, &conv);
     let new_customer = is_new_customer(state, &signup.visitor, None);
@@ -1054,8 +1054,9 @@ fn decide_signup(
 fn categories(order: &Order, net: Money) -> Arc<[(Option<Arc<str>>, Decimal)]> {
     let mut totals: BTreeMap<Option<Arc<str>>, Decimal> = BTreeMap::new();
     for item in &order.line_items {
-        *totals.entry(item.category.clone()).or_default() +=
-            item.unit_price * Decimal::from(item.quantity);
+        *totals
+            .entry(item.category.as_deref().map(Arc::from))
+            .or_default() += item.unit_price * Decimal::from(item.quantity);
     }
     let sum: Decimal = totals.values().sum();
     if totals.is_empty() || sum.is_zero() {
@@ -1088,7 +1089,7 @@ fn decide_order(
         key,
         codes: &order.promo_codes,
         customer: event.customer.as_ref(),
-        email_hash: order.email_hash.as_ref(),
+        email_hash: order.email_hash.as_deref(),
     };
     let original = order.renewal_of.as_ref().and_then(|of| {
         index
