@@ -243,9 +243,9 @@ pub fn admin_client(brokers: &str) -> Result<AdminClient<DefaultClientContext>> 
 }
 
 /// Creates the given topics, treating "already exists" as success, and waits up to
-/// `timeout` for the controller to confirm and then for every topic to appear, each
-/// partition with a leader, in the metadata the brokers serve: a broker can answer a
-/// metadata request before it has learnt of a topic the controller just created.
+/// `timeout` for the controller to confirm, then up to `timeout` again for every topic to
+/// appear, each partition with a leader, in the metadata the brokers serve: a broker can
+/// answer a metadata request before it has learnt of a topic the controller just created.
 ///
 /// An existing topic is left as it is: its partition count and configuration are not
 /// compared with `topics`.
