@@ -213,13 +213,14 @@ impl AdminService {
         Ok(principal)
     }
 
+    /// Publishes one record; its offset once delivered.
     async fn publish(
         &self,
         topic: &str,
         key: &str,
         payload: &[u8],
         headers: Option<OwnedHeaders>,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<i64, ServiceError> {
         let mut record = FutureRecord::to(topic).key(key).payload(payload);
         if let Some(h) = headers {
             record = record.headers(h);
@@ -227,7 +228,7 @@ impl AdminService {
         self.producer
             .send(record, Duration::from_secs(10))
             .await
-            .map(|_| ())
+            .map(|delivery| delivery.offset)
             .map_err(|(e, _)| ServiceError::Unavailable(format!("publish to {topic}: {e}")))
     }
 
@@ -450,11 +451,12 @@ impl Admin for AdminService {
         let record_key = IssuedKey::record_key(tenant, &issued.id);
         let value = serde_json::to_vec(&issued)
             .map_err(|e| ServiceError::Internal(format!("api key record: {e}")))?;
-        self.publish(&self.topics.api_keys, &record_key, &value, None)
+        let offset = self
+            .publish(&self.topics.api_keys, &record_key, &value, None)
             .await?;
         // Usable here at once; everywhere else once each service reads the record.
         self.keys
-            .apply_issued(&record_key, Some(&value))
+            .apply_issued(&record_key, Some(&value), offset)
             .map_err(ServiceError::Internal)?;
         tracing::info!(tenant, key_id = %issued.id, role = ?issued.role, by = %principal.key_id, "api key issued");
         Ok(Response::new(v1::PutApiKeyResponse {
@@ -477,14 +479,15 @@ impl Admin for AdminService {
         }
         let record_key = IssuedKey::record_key(tenant, &req.key_id);
         let record = FutureRecord::<str, [u8]>::to(&self.topics.api_keys).key(&record_key);
-        self.producer
+        let delivery = self
+            .producer
             .send(record, Duration::from_secs(10))
             .await
             .map_err(|(e, _)| {
                 ServiceError::Unavailable(format!("publish to {}: {e}", self.topics.api_keys))
             })?;
         self.keys
-            .apply_issued(&record_key, None)
+            .apply_issued(&record_key, None, delivery.offset)
             .map_err(ServiceError::Internal)?;
         tracing::info!(tenant, key_id = %req.key_id, by = %principal.key_id, "api key revoked");
         Ok(Response::new(v1::RevokeApiKeyResponse {}))

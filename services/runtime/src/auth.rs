@@ -236,6 +236,8 @@ pub fn new_secret() -> Result<String, String> {
 struct Issued {
     by_hash: HashMap<String, Principal>,
     hash_of: HashMap<String, String>,
+    /// The offset of the last record applied under each record key.
+    applied_at: HashMap<String, i64>,
 }
 
 /// The keys in force: the file's, swapped whole on reload, and those issued on the
@@ -349,10 +351,17 @@ impl KeyStore {
             .ok_or(ServiceError::Unauthenticated)
     }
 
-    /// Applies one `api-keys` record: a key issued (or re-issued) under `record_key`, or
-    /// revoked (`value` None, a tombstone). A record that is not a valid key is refused
-    /// and changes nothing.
-    pub fn apply_issued(&self, record_key: &str, value: Option<&[u8]>) -> Result<(), String> {
+    /// Applies one `api-keys` record, found at `offset` of the topic: a key issued (or
+    /// re-issued) under `record_key`, or revoked (`value` None, a tombstone). A record that
+    /// is not a valid key is refused and changes nothing. So does a record older than the
+    /// one applied under its key: the service that wrote a record applies it at once, and
+    /// its reader of the topic may still be behind, on a record it replaced.
+    pub fn apply_issued(
+        &self,
+        record_key: &str,
+        value: Option<&[u8]>,
+        offset: i64,
+    ) -> Result<(), String> {
         let added = match value {
             None => None,
             Some(bytes) => {
@@ -370,6 +379,14 @@ impl KeyStore {
             .issued
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if issued
+            .applied_at
+            .get(record_key)
+            .is_some_and(|&at| at >= offset)
+        {
+            return Ok(());
+        }
+        issued.applied_at.insert(record_key.to_owned(), offset);
         if let Some(old) = issued.hash_of.remove(record_key) {
             issued.by_hash.remove(&old);
         }
@@ -505,7 +522,7 @@ impl KeyFeed {
                     .key()
                     .and_then(|k| std::str::from_utf8(k).ok())
                     .unwrap_or_default();
-                match store.apply_issued(key, msg.payload()) {
+                match store.apply_issued(key, msg.payload(), msg.offset()) {
                     Ok(()) => tracing::info!(
                         key = %key.replace(topology::KEY_SEPARATOR, "/"),
                         revoked = msg.payload().is_none(),
@@ -632,14 +649,14 @@ mod tests {
         };
         let key = IssuedKey::record_key("acme", "dash");
         store
-            .apply_issued(&key, Some(&record("dash", "one")))
+            .apply_issued(&key, Some(&record("dash", "one")), 0)
             .unwrap();
         assert!(store.is_issued("acme", "dash"));
         let p = store.authenticate(&bearer("one")).unwrap();
         assert_eq!((p.key_id.as_str(), p.role), ("dash", Role::Read));
         // Re-issued under the same id: the old secret stops working.
         store
-            .apply_issued(&key, Some(&record("dash", "two")))
+            .apply_issued(&key, Some(&record("dash", "two")), 1)
             .unwrap();
         assert!(store.authenticate(&bearer("one")).is_err());
         assert!(store.authenticate(&bearer("two")).is_ok());
@@ -648,15 +665,32 @@ mod tests {
             store
                 .apply_issued(
                     &IssuedKey::record_key("acme", "other"),
-                    Some(&record("dash", "three"))
+                    Some(&record("dash", "three")),
+                    2
                 )
                 .is_err()
         );
         assert!(store.authenticate(&bearer("three")).is_err());
         // A tombstone revokes.
-        store.apply_issued(&key, None).unwrap();
+        store.apply_issued(&key, None, 3).unwrap();
         assert!(!store.is_issued("acme", "dash"));
         assert!(store.authenticate(&bearer("two")).is_err());
+        // Issued again, and applied at once by the service that wrote it (offset 5): the
+        // topic's reader, still behind, then reads the tombstone and the first issue
+        // again, which change nothing; the new record itself changes nothing either.
+        store
+            .apply_issued(&key, Some(&record("dash", "four")), 5)
+            .unwrap();
+        store.apply_issued(&key, None, 3).unwrap();
+        store
+            .apply_issued(&key, Some(&record("dash", "one")), 0)
+            .unwrap();
+        assert!(store.authenticate(&bearer("four")).is_ok());
+        assert!(store.authenticate(&bearer("one")).is_err());
+        store
+            .apply_issued(&key, Some(&record("dash", "four")), 5)
+            .unwrap();
+        assert!(store.authenticate(&bearer("four")).is_ok());
         assert!(new_secret().unwrap() != new_secret().unwrap());
     }
 
