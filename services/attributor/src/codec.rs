@@ -380,6 +380,40 @@ mod tests {
         }
     }
 
+    /// A visitor's changelog value is encoded as 59e7f69 wrote it, so that changelogs
+    /// written by earlier versions restore (a change to the state's types must keep it).
+    #[test]
+    fn a_visitor_keeps_the_encoding_changelogs_hold() {
+        let written_by_59e7f69 = [
+            0x00, 0x01, 0x01, 0x03, b'e', b'-', b'1', 0xd0, 0x0f, 0x04, b'c', b'r', b'-', b'1',
+            0x04, b'c', b'a', b'-', b'1', 0x00, 0x01, 0x04, b'c', b'r', b'-', b'1', 0x04, b'c',
+            b'a', b'-', b'1', 0x01, 0x03, b'l', b'-', b'1', 0xa0, 0x1f, 0x01,
+        ];
+        let (creator, campaign) = (id(CreatorId::parse, "cr-1"), id(CampaignId::parse, "ca-1"));
+        let visitor = VisitorState {
+            touches: [Touch {
+                click: id(EventId::parse, "e-1"),
+                at: Timestamp(1_000),
+                creator: creator.clone(),
+                campaign: campaign.clone(),
+                fraud: None,
+            }]
+            .into(),
+            paid_clicks: vec![(
+                creator,
+                campaign,
+                Some(id(LinkCode::parse, "l-1")),
+                Timestamp(2_000),
+            )],
+            has_ordered: true,
+        };
+        let bytes = changelog_value_ref(ChangelogValueRef::State(StateEntryRef::Visitor(&visitor)));
+        assert_eq!(bytes, written_by_59e7f69);
+        let decoded: ChangelogValue =
+            postcard::from_bytes(&written_by_59e7f69).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decoded, ChangelogValue::State(StateEntry::Visitor(visitor)));
+    }
+
     /// One encoding of a conversion record serves the order-index record and the index
     /// entry's changelog value, byte for byte.
     #[test]
