@@ -317,11 +317,11 @@ mod tests {
         parse("id", text).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
-    #[test]
-    fn a_borrowed_value_encodes_to_the_bytes_of_the_owned_one() {
+    /// A visitor with one touch and one paid click.
+    fn visitor() -> VisitorState {
         let creator = id(CreatorId::parse, "cr-1");
         let campaign = id(CampaignId::parse, "ca-1");
-        let visitor = VisitorState {
+        VisitorState {
             touches: [Touch {
                 click: id(EventId::parse, "e-1"),
                 at: Timestamp(1_000),
@@ -337,7 +337,12 @@ mod tests {
                 Timestamp(2_000),
             )],
             has_ordered: true,
-        };
+        }
+    }
+
+    #[test]
+    fn a_borrowed_value_encodes_to_the_bytes_of_the_owned_one() {
+        let visitor = visitor();
         let record = ConversionRecord {
             event: id(EventId::parse, "o-1"),
             at: Timestamp(3_000),
@@ -389,24 +394,7 @@ mod tests {
             0x04, b'c', b'a', b'-', b'1', 0x00, 0x01, 0x04, b'c', b'r', b'-', b'1', 0x04, b'c',
             b'a', b'-', b'1', 0x01, 0x03, b'l', b'-', b'1', 0xa0, 0x1f, 0x01,
         ];
-        let (creator, campaign) = (id(CreatorId::parse, "cr-1"), id(CampaignId::parse, "ca-1"));
-        let visitor = VisitorState {
-            touches: [Touch {
-                click: id(EventId::parse, "e-1"),
-                at: Timestamp(1_000),
-                creator: creator.clone(),
-                campaign: campaign.clone(),
-                fraud: None,
-            }]
-            .into(),
-            paid_clicks: vec![(
-                creator,
-                campaign,
-                Some(id(LinkCode::parse, "l-1")),
-                Timestamp(2_000),
-            )],
-            has_ordered: true,
-        };
+        let visitor = visitor();
         let bytes = changelog_value_ref(ChangelogValueRef::State(StateEntryRef::Visitor(&visitor)));
         assert_eq!(bytes, written_by_59e7f69);
         let decoded: ChangelogValue =
