@@ -213,15 +213,18 @@ impl AdminService {
         Ok(principal)
     }
 
-    /// Publishes one record; its offset once delivered.
+    /// Publishes one record (`payload` None: a tombstone); its offset once delivered.
     async fn publish(
         &self,
         topic: &str,
         key: &str,
-        payload: &[u8],
+        payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
     ) -> Result<i64, ServiceError> {
-        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        let mut record = FutureRecord::<str, [u8]>::to(topic).key(key);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
         if let Some(h) = headers {
             record = record.headers(h);
         }
@@ -270,7 +273,7 @@ impl AdminService {
             key: INPUT_HEADER,
             value: Some(kind),
         });
-        self.publish(&self.topics.credits, &key, &payload, Some(headers))
+        self.publish(&self.topics.credits, &key, Some(&payload), Some(headers))
             .await?;
         Ok(entry)
     }
@@ -314,8 +317,13 @@ impl Admin for AdminService {
         program.tenant_id = principal.tenant.as_str().to_owned();
         convert::program(&program).map_err(|r| ServiceError::Invalid(r.violations().to_vec()))?;
         let key = topology::key(&[principal.tenant.as_str(), &next.to_string()]);
-        self.publish(&self.topics.programs, &key, &program.encode_to_vec(), None)
-            .await?;
+        self.publish(
+            &self.topics.programs,
+            &key,
+            Some(&program.encode_to_vec()),
+            None,
+        )
+        .await?;
         tracing::info!(tenant = %principal.tenant, version = next, key = %principal.key_id, "program version published");
         Ok(Response::new(v1::PutProgramResponse { version: next }))
     }
@@ -452,7 +460,7 @@ impl Admin for AdminService {
         let value = serde_json::to_vec(&issued)
             .map_err(|e| ServiceError::Internal(format!("api key record: {e}")))?;
         let offset = self
-            .publish(&self.topics.api_keys, &record_key, &value, None)
+            .publish(&self.topics.api_keys, &record_key, Some(&value), None)
             .await?;
         // Usable here at once; everywhere else once each service reads the record.
         self.keys
@@ -478,16 +486,11 @@ impl Admin for AdminService {
             return Err(ServiceError::NotFound.into());
         }
         let record_key = IssuedKey::record_key(tenant, &req.key_id);
-        let record = FutureRecord::<str, [u8]>::to(&self.topics.api_keys).key(&record_key);
-        let delivery = self
-            .producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| {
-                ServiceError::Unavailable(format!("publish to {}: {e}", self.topics.api_keys))
-            })?;
+        let offset = self
+            .publish(&self.topics.api_keys, &record_key, None, None)
+            .await?;
         self.keys
-            .apply_issued(&record_key, None, delivery.offset)
+            .apply_issued(&record_key, None, offset)
             .map_err(ServiceError::Internal)?;
         tracing::info!(tenant, key_id = %req.key_id, by = %principal.key_id, "api key revoked");
         Ok(Response::new(v1::RevokeApiKeyResponse {}))
