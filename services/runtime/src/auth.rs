@@ -355,13 +355,14 @@ impl KeyStore {
     /// re-issued) under `record_key`, or revoked (`value` None, a tombstone). A record that
     /// is not a valid key is refused and changes nothing. So does a record older than the
     /// one applied under its key: the service that wrote a record applies it at once, and
-    /// its reader of the topic may still be behind, on a record it replaced.
+    /// its reader of the topic may still be behind, on a record it replaced. Whether the
+    /// record was applied.
     pub fn apply_issued(
         &self,
         record_key: &str,
         value: Option<&[u8]>,
         offset: i64,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let added = match value {
             None => None,
             Some(bytes) => {
@@ -384,7 +385,7 @@ impl KeyStore {
             .get(record_key)
             .is_some_and(|&at| at >= offset)
         {
-            return Ok(());
+            return Ok(false);
         }
         issued.applied_at.insert(record_key.to_owned(), offset);
         if let Some(old) = issued.hash_of.remove(record_key) {
@@ -394,7 +395,7 @@ impl KeyStore {
             issued.hash_of.insert(record_key.to_owned(), hash.clone());
             issued.by_hash.insert(hash, principal);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Whether a key is issued (and not revoked) under this tenant and id, as far as
@@ -523,10 +524,15 @@ impl KeyFeed {
                     .and_then(|k| std::str::from_utf8(k).ok())
                     .unwrap_or_default();
                 match store.apply_issued(key, msg.payload(), msg.offset()) {
-                    Ok(()) => tracing::info!(
+                    Ok(true) => tracing::info!(
                         key = %key.replace(topology::KEY_SEPARATOR, "/"),
                         revoked = msg.payload().is_none(),
                         "api key record applied"
+                    ),
+                    Ok(false) => tracing::debug!(
+                        key = %key.replace(topology::KEY_SEPARATOR, "/"),
+                        offset = msg.offset(),
+                        "api key record older than the one applied, skipped"
                     ),
                     Err(e) => {
                         tracing::error!(offset = msg.offset(), error = %e, "api key record unusable, skipped")
@@ -678,18 +684,24 @@ mod tests {
         // Issued again, and applied at once by the service that wrote it (offset 5): the
         // topic's reader, still behind, then reads the tombstone and the first issue
         // again, which change nothing; the new record itself changes nothing either.
-        store
-            .apply_issued(&key, Some(&record("dash", "four")), 5)
-            .unwrap();
-        store.apply_issued(&key, None, 3).unwrap();
-        store
-            .apply_issued(&key, Some(&record("dash", "one")), 0)
-            .unwrap();
+        assert!(
+            store
+                .apply_issued(&key, Some(&record("dash", "four")), 5)
+                .unwrap()
+        );
+        assert!(!store.apply_issued(&key, None, 3).unwrap());
+        assert!(
+            !store
+                .apply_issued(&key, Some(&record("dash", "one")), 0)
+                .unwrap()
+        );
         assert!(store.authenticate(&bearer("four")).is_ok());
         assert!(store.authenticate(&bearer("one")).is_err());
-        store
-            .apply_issued(&key, Some(&record("dash", "four")), 5)
-            .unwrap();
+        assert!(
+            !store
+                .apply_issued(&key, Some(&record("dash", "four")), 5)
+                .unwrap()
+        );
         assert!(store.authenticate(&bearer("four")).is_ok());
         assert!(new_secret().unwrap() != new_secret().unwrap());
     }
