@@ -192,10 +192,11 @@ pub struct Event {
     pub occurred_at: Timestamp,
     /// The customer, when known.
     pub customer: Option<CustomerId>,
-    /// Salted IP hash, when given.
-    pub ip_hash: Option<Text>,
-    /// Salted user-agent hash, when given.
-    pub user_agent_hash: Option<Text>,
+    /// The [`digest`](crate::attribution::digest) of the salted IP hash, when given: the
+    /// rules only tell one IP from another (click floods), so the text is not kept.
+    pub ip_hash: Option<crate::attribution::Digest>,
+    /// The digest of the salted user-agent hash, when given (no rule reads it yet).
+    pub user_agent_hash: Option<crate::attribution::Digest>,
     /// What happened.
     pub payload: Payload,
 }
@@ -437,6 +438,20 @@ impl Checks {
         self.id(field, value, |f, v| check_id(f, v).map(|()| Text::from(v)))
     }
 
+    /// [`Checks::hash`], kept as its digest: no allocation for the text.
+    fn hash_digest(
+        &mut self,
+        field: impl fmt::Display,
+        value: &str,
+    ) -> Option<crate::attribution::Digest> {
+        if value.is_empty() {
+            return None;
+        }
+        self.id(field, value, |f, v| {
+            check_id(f, v).map(|()| crate::attribution::digest(v))
+        })
+    }
+
     fn money(
         &mut self,
         field: &str,
@@ -513,8 +528,9 @@ impl Event {
             Some(t) => Some(t),
         };
         let customer = c.optional_id("customer_id", raw.customer_id.as_ref(), CustomerId::parse);
-        let ip_hash = c.hash("context.ip_hash", raw.ip_hash.as_ref());
-        let user_agent_hash = c.hash("context.user_agent_hash", raw.user_agent_hash.as_ref());
+        let ip_hash = c.hash_digest("context.ip_hash", raw.ip_hash.as_ref());
+        let user_agent_hash =
+            c.hash_digest("context.user_agent_hash", raw.user_agent_hash.as_ref());
         let payload = match &raw.payload {
             None => {
                 c.push(Violation::new("payload", "required", "one of click, signup, order, adjustment, lead_status, engagement must be given"));

@@ -634,9 +634,8 @@ fn decide_click(
         }
     };
     let mut fraud = None;
-    if let Some(ip) = &event.ip_hash {
+    if let Some(ip) = event.ip_hash {
         let minute = event.occurred_at.millis().div_euclid(60_000);
-        let ip = digest(ip);
         let used = state
             .ip_minutes
             .get(&ip)
