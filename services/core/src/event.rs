@@ -12,6 +12,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::{
+    attribution::{Digest, digest},
     error::{Rejection, Violation},
     ids::{
         CampaignId, CreatorId, CustomerId, EventId, LeadId, LinkCode, OrderId, PostId, PromoCode,
@@ -192,11 +193,11 @@ pub struct Event {
     pub occurred_at: Timestamp,
     /// The customer, when known.
     pub customer: Option<CustomerId>,
-    /// The [`digest`](crate::attribution::digest) of the salted IP hash, when given: the
-    /// rules only tell one IP from another (click floods), so the text is not kept.
-    pub ip_hash: Option<crate::attribution::Digest>,
+    /// The [`digest`] of the salted IP hash, when given: the rules only tell one IP from
+    /// another (click floods), so the text is not kept.
+    pub ip_hash: Option<Digest>,
     /// The digest of the salted user-agent hash, when given (no rule reads it yet).
-    pub user_agent_hash: Option<crate::attribution::Digest>,
+    pub user_agent_hash: Option<Digest>,
     /// What happened.
     pub payload: Payload,
 }
@@ -431,25 +432,16 @@ impl Checks {
         Some(Text::from(value))
     }
 
+    /// An optional hash, checked by the id rules: `None` when absent or broken.
     fn hash(&mut self, field: impl fmt::Display, value: &str) -> Option<Text> {
-        if value.is_empty() {
-            return None;
-        }
-        self.id(field, value, |f, v| check_id(f, v).map(|()| Text::from(v)))
+        self.optional_id(field, value, |f, v| check_id(f, v).map(|()| Text::from(v)))
+            .flatten()
     }
 
     /// [`Checks::hash`], kept as its digest: no allocation for the text.
-    fn hash_digest(
-        &mut self,
-        field: impl fmt::Display,
-        value: &str,
-    ) -> Option<crate::attribution::Digest> {
-        if value.is_empty() {
-            return None;
-        }
-        self.id(field, value, |f, v| {
-            check_id(f, v).map(|()| crate::attribution::digest(v))
-        })
+    fn hash_digest(&mut self, field: impl fmt::Display, value: &str) -> Option<Digest> {
+        self.optional_id(field, value, |f, v| check_id(f, v).map(|()| digest(v)))
+            .flatten()
     }
 
     fn money(

@@ -80,6 +80,24 @@ fn each_bad_event_names_the_field_and_the_rule() {
             "control_character",
         ),
         (
+            "control char in the IP hash",
+            RawEvent {
+                ip_hash: "ab\ncd".into(),
+                ..order_ev().0
+            },
+            "context.ip_hash",
+            "control_character",
+        ),
+        (
+            "129-byte user-agent hash",
+            RawEvent {
+                user_agent_hash: long.clone(),
+                ..order_ev().0
+            },
+            "context.user_agent_hash",
+            "too_long",
+        ),
+        (
             "missing occurred_at",
             RawEvent {
                 occurred_at: None,
