@@ -88,6 +88,13 @@ struct Args {
     /// median, which one noisy round on a shared machine does not move.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     rounds: u16,
+    /// Write each run's arrival curve to this directory (`round-<n>-passthrough.tsv`,
+    /// `round-<n>-attributor.tsv`: seconds after the run's first output record, and the
+    /// output records read by then, one line per 16 records). Committed output arrives
+    /// in bursts, one per transaction; the curve shows how much of a short run its
+    /// first burst is.
+    #[arg(long, value_name = "DIR")]
+    arrivals: Option<std::path::PathBuf>,
 }
 
 const DEADLINE: Duration = Duration::from_secs(900);
@@ -159,6 +166,16 @@ struct Arrivals {
 const SAMPLE_EVERY: usize = 16;
 
 impl Arrivals {
+    /// Writes the samples as `seconds<TAB>records` lines.
+    fn write(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        use std::fmt::Write as _;
+        let mut text = String::from("seconds\trecords\n");
+        for (t, n) in &self.samples {
+            writeln!(text, "{t:.4}\t{n}")?;
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
     /// Seconds from the first record to the last.
     fn secs(&self) -> f64 {
         self.samples.last().map_or(0.0, |(t, _)| *t)
@@ -447,6 +464,9 @@ async fn run_round(
     copier
         .join()
         .map_err(|_| anyhow::anyhow!("pass-through panicked"))??;
+    if let Some(dir) = &args.arrivals {
+        pass.write(&dir.join(format!("round-{}-passthrough.tsv", round + 1)))?;
+    }
     let pass = Run {
         rate: events as f64 / pass.secs(),
         secs: pass.secs(),
@@ -490,6 +510,9 @@ async fn run_round(
     .await??;
     shutdown.cancel();
     running.await??;
+    if let Some(dir) = &args.arrivals {
+        attr.write(&dir.join(format!("round-{}-attributor.tsv", round + 1)))?;
+    }
     // Credits per input event are taken as even over the run.
     let attr = Run {
         rate: events as f64 / attr.secs(),
@@ -522,6 +545,9 @@ async fn run_round(
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     payoff_runtime::telemetry::init_logging(payoff_runtime::telemetry::LogFormat::Text, "warn");
+    if let Some(dir) = &args.arrivals {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     eprintln!("generating {} visitor journeys", args.visitors);
     let scenario = scenario::generate(Options {
         seed: 42,
