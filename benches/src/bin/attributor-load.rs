@@ -8,14 +8,14 @@
 //! `cargo run --release -p payoff-benches --bin attributor-load -- --visitors 100000`
 //!
 //! Both runs are timed from their first output record to their last (group joins and
-//! startup excluded alike), by a read_committed reader of the output topic, and also over
-//! the middle 80% of their output (from the arrival of 10% of the records to that of
-//! 90%), which a short run's first transaction does not flatter. Every loop is bounded
-//! by a record count and a deadline. Each run's CPU (this process, every thread) per
-//! input event is printed too: on a shared machine it swings less than events/s.
-//! `--rounds N` repeats both runs N times, alternating, each round on its own topics with
-//! the same input, and prints the median ratio: one round's ratio swings by a third on a
-//! shared 2-core machine.
+//! startup excluded alike), by a read_committed reader of the output topic that is
+//! fetching before the run starts, and also over the middle 80% of their output (from
+//! the arrival of 10% of the records to that of 90%). Every loop is bounded by a record
+//! count and a deadline. Each run's CPU (this process, every thread) per input event is
+//! printed too: on a shared machine it swings less than events/s. `--rounds N` repeats
+//! both runs N times, alternating, each round on its own topics with the same input, and
+//! prints the median ratio. The pass-through's consumer and the readers do not sit out
+//! librdkafka's default one-second fetch backoff ([`FETCH_QUEUE_BACKOFF_MS`]).
 
 use std::{
     collections::HashMap,
@@ -98,6 +98,16 @@ struct Args {
 }
 
 const DEADLINE: Duration = Duration::from_secs(900);
+
+/// `fetch.queue.backoff.ms` of the pass-through's consumer and of the readers: how long
+/// librdkafka postpones a partition's next fetch once its local queue is over
+/// `queued.min.messages`. At the default (1 s) a consumer that drains its queue faster
+/// than that sits idle until the backoff ends: the pass-through stalled for about 0.75 s
+/// whenever it had emptied its prefetch (after about 160,000 records at 100,000
+/// visitors), which held it at a third of its rate and flattered every ratio measured
+/// before (2026-12-02). The attributor is CPU-bound and its own setting made no
+/// difference either way.
+const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 /// CPU time this process has used (user + system, every thread, those ended included),
 /// from `/proc/self/stat` in clock ticks of 10 ms (Linux's `USER_HZ` is 100); zero where
@@ -194,19 +204,60 @@ impl Arrivals {
     }
 }
 
-/// Reads `topic` (read_committed) until `want` records; returns when they arrived.
-fn watch(brokers: &str, topic: &str, partitions: i32, want: usize) -> anyhow::Result<Arrivals> {
-    let config = adapters::read_committed_consumer_config(
-        brokers,
-        &format!("reader-{topic}"),
-        StartFrom::Earliest,
-    )?;
-    let consumer: BaseConsumer = config.create()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+/// A `read_committed` reader of a run's (new, empty) output topic, ready before the run
+/// starts: connected to the partitions' leader and fetching from offset 0. A reader that
+/// first fetched after the run had committed a few transactions would count their
+/// records at its first arrival without their time, flattering whichever run starts
+/// committing sooner (the pass-through, which has no state to restore).
+struct Reader {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl Reader {
+    fn ready(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<Self> {
+        let config = adapters::read_committed_consumer_config(
+            brokers,
+            &format!("reader-{topic}"),
+            StartFrom::Earliest,
+        )?;
+        let mut config = config;
+        config.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+        let consumer: BaseConsumer = config.create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            // A watermark query is a round trip to the partition's leader: the connection
+            // the fetches use is open once it answers.
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(30))
+                .with_context(|| format!("{topic}[{p}]: watermarks"))?;
+            if high > low {
+                bail!("{topic}[{p}] holds {} records before its run", high - low);
+            }
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+        }
+        consumer.assign(&tpl)?;
+        // The first poll sends the first fetches.
+        if let Some(m) = consumer.poll(Duration::from_millis(50)) {
+            bail!(
+                "{topic}: a record before its run: {:?}",
+                m.map(|m| m.offset())
+            );
+        }
+        Ok(Self {
+            consumer,
+            topic: topic.to_owned(),
+        })
     }
-    consumer.assign(&tpl)?;
+
+    /// Reads until `want` records; returns when they arrived.
+    fn read(self, want: usize) -> anyhow::Result<Arrivals> {
+        read(&self.consumer, &self.topic, want)
+    }
+}
+
+/// Reads `topic` with `consumer` until `want` records; returns when they arrived.
+fn read(consumer: &BaseConsumer, topic: &str, want: usize) -> anyhow::Result<Arrivals> {
     let deadline = Instant::now() + DEADLINE;
     let mut first = None;
     let mut n = 0usize;
@@ -272,6 +323,7 @@ fn pass_through(
     let mut cconfig =
         adapters::read_committed_consumer_config(brokers, group, StartFrom::Earliest)?;
     cconfig.set("partition.assignment.strategy", "range");
+    cconfig.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     let consumer: BaseConsumer = cconfig.create()?;
     let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -451,16 +503,12 @@ async fn run_round(
         format!("{prefix}passthrough"),
         args.batch,
     );
+    let reader = Reader::ready(&args.brokers, &passthrough, args.partitions)?;
     let pass_cpu_start = process_cpu();
     let copier = std::thread::spawn(move || {
         pass_through(&brokers, &inputs, &out, &group, batch, events, copies)
     });
-    let pass = watch(
-        &args.brokers,
-        &passthrough,
-        args.partitions,
-        events * copies,
-    )?;
+    let pass = reader.read(events * copies)?;
     copier
         .join()
         .map_err(|_| anyhow::anyhow!("pass-through panicked"))??;
@@ -497,17 +545,17 @@ async fn run_round(
         log_format: LogFormat::Text,
         log: "warn".into(), // logging is set up in main (RUST_LOG)
     };
-    let attr_cpu_start = process_cpu();
-    let running = tokio::spawn(payoff_attributor::run(config, shutdown.clone()));
     let (brokers, credits_topic, partitions) = (
         args.brokers.clone(),
         topics.credits.clone(),
         args.partitions,
     );
-    let attr = tokio::task::spawn_blocking(move || {
-        watch(&brokers, &credits_topic, partitions, want_credits)
-    })
-    .await??;
+    let reader =
+        tokio::task::spawn_blocking(move || Reader::ready(&brokers, &credits_topic, partitions))
+            .await??;
+    let attr_cpu_start = process_cpu();
+    let running = tokio::spawn(payoff_attributor::run(config, shutdown.clone()));
+    let attr = tokio::task::spawn_blocking(move || reader.read(want_credits)).await??;
     shutdown.cancel();
     running.await??;
     if let Some(dir) = &args.arrivals {
