@@ -5,7 +5,7 @@
 //! then the state's size per visitor, and the time to restore 1,000,000 visitors.
 //!
 //! Run (with the local stack up):
-//! `cargo run --release -p payoff-benches --bin attributor-load -- --visitors 100000`
+//! `cargo run --release -p payoff-benches --bin attributor-load -- --rounds 3`
 //!
 //! Both runs are timed from their first output record to their last (group joins and
 //! startup excluded alike), by a read_committed reader of the output topic that is
@@ -58,8 +58,9 @@ struct Args {
     /// Kafka bootstrap servers.
     #[arg(long, env = "PAYOFF_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
-    /// Visitor journeys in the generated scenario (about 3.3 events each).
-    #[arg(long, default_value_t = 100_000)]
+    /// Visitor journeys in the generated scenario (about 3.3 events each). At 100,000 the
+    /// pass-through's run lasts under a second here, too short for a steady figure.
+    #[arg(long, default_value_t = 300_000)]
     visitors: usize,
     /// Partitions of the benchmark topics.
     #[arg(long, default_value_t = 4)]
@@ -77,7 +78,7 @@ struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     copies: u16,
     /// Keep the run's topics (`bench-attr-<pid>-<round>.*`) instead of deleting them at the end
-    /// (a run at the default size leaves about 250 MB otherwise).
+    /// (a round at the default size leaves about 750 MB otherwise).
     #[arg(long)]
     keep_topics: bool,
     /// The attributor's task threads (its `--threads`; 0: one per CPU).
