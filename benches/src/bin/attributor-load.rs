@@ -253,45 +253,41 @@ impl Reader {
 
     /// Reads until `want` records; returns when they arrived.
     fn read(self, want: usize) -> anyhow::Result<Arrivals> {
-        read(&self.consumer, &self.topic, want)
-    }
-}
-
-/// Reads `topic` with `consumer` until `want` records; returns when they arrived.
-fn read(consumer: &BaseConsumer, topic: &str, want: usize) -> anyhow::Result<Arrivals> {
-    let deadline = Instant::now() + DEADLINE;
-    let mut first = None;
-    let mut n = 0usize;
-    let mut samples = Vec::with_capacity(want / SAMPLE_EVERY + 1);
-    let mut last_report = Instant::now();
-    while n < want {
-        if Instant::now() > deadline {
-            bail!("{topic}: {n} of {want} records before the deadline");
-        }
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                // The attributor's progress markers (for the ledger) are not credits.
-                if m.headers()
-                    .is_some_and(|h| h.iter().any(|h| h.key == progress::HEADER))
-                {
-                    continue;
-                }
-                n += 1;
-                let now = Instant::now();
-                let first = *first.get_or_insert(now);
-                if n.is_multiple_of(SAMPLE_EVERY) || n == want {
-                    samples.push(((now - first).as_secs_f64(), n));
-                }
+        let Self { consumer, topic } = self;
+        let deadline = Instant::now() + DEADLINE;
+        let mut first = None;
+        let mut n = 0usize;
+        let mut samples = Vec::with_capacity(want / SAMPLE_EVERY + 1);
+        let mut last_report = Instant::now();
+        while n < want {
+            if Instant::now() > deadline {
+                bail!("{topic}: {n} of {want} records before the deadline");
             }
-            Some(Err(e)) => bail!("reading {topic}: {e}"),
-            None => {}
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    // The attributor's progress markers (for the ledger) are not credits.
+                    if m.headers()
+                        .is_some_and(|h| h.iter().any(|h| h.key == progress::HEADER))
+                    {
+                        continue;
+                    }
+                    n += 1;
+                    let now = Instant::now();
+                    let first = *first.get_or_insert(now);
+                    if n.is_multiple_of(SAMPLE_EVERY) || n == want {
+                        samples.push(((now - first).as_secs_f64(), n));
+                    }
+                }
+                Some(Err(e)) => bail!("reading {topic}: {e}"),
+                None => {}
+            }
+            if last_report.elapsed() > Duration::from_secs(5) {
+                last_report = Instant::now();
+                eprintln!("  {topic}: {n}/{want}");
+            }
         }
-        if last_report.elapsed() > Duration::from_secs(5) {
-            last_report = Instant::now();
-            eprintln!("  {topic}: {n}/{want}");
-        }
+        Ok(Arrivals { samples })
     }
-    Ok(Arrivals { samples })
 }
 
 /// Consume the input topics, copy every record `copies` times to `out` in transactions
