@@ -53,6 +53,18 @@ struct Steps {
     bytes: usize,
     credits: usize,
     kinds: std::collections::BTreeMap<&'static str, usize>,
+    /// Records and bytes written, by output topic.
+    written: std::collections::BTreeMap<&'static str, (usize, usize)>,
+}
+
+impl Steps {
+    fn wrote(&mut self, topic: &'static str, bytes: usize) {
+        self.outputs += 1;
+        self.bytes += bytes;
+        let w = self.written.entry(topic).or_default();
+        w.0 += 1;
+        w.1 += bytes;
+    }
 }
 
 fn timed<T>(slot: &mut u64, f: impl FnOnce() -> T) -> T {
@@ -163,10 +175,13 @@ fn main() {
                             &mut out,
                         );
                     }
-                    if to == inputs[p].len() {
-                        for source in Source::EVENTS {
-                            task.set_at_end(source, true);
-                        }
+                    // Each input is read to its end of what was delivered, as the
+                    // service's consumer reports when a partition queue is drained: the
+                    // merge does not wait for an input this chunk has no record of (it
+                    // would hold up to `max_queued` events, and flush the changelog as
+                    // if transactions were ten times as long).
+                    for source in Source::EVENTS {
+                        task.set_at_end(source, true);
                     }
                     task.set_clock(now, &mut out);
                 });
@@ -176,26 +191,29 @@ fn main() {
                     task.flush_changelog(&mut out);
                 });
                 for o in out.drain(..) {
-                    steps.outputs += 1;
                     match o {
                         Output::Credit {
                             key, payload, kind, ..
                         } => {
                             steps.credits += 1;
                             *steps.kinds.entry(kind).or_default() += 1;
-                            steps.bytes += key.len() + payload.len();
+                            steps.wrote("credits", key.len() + payload.len());
                         }
                         Output::Index { key, payload } => {
-                            steps.bytes += key.len() + payload.len();
+                            steps.wrote("order index", key.len() + payload.len());
                             index[partition_of(key.as_bytes())].push((key.into_bytes(), payload));
                         }
                         Output::Changelog { key, payload } => {
-                            steps.bytes += key.len() + payload.map_or(0, |p| p.len());
+                            let bytes = key.len() + payload.as_ref().map_or(0, Vec::len);
+                            steps.wrote(
+                                payoff_benches::changelog_label(&key, payload.is_none()),
+                                bytes,
+                            );
                         }
                         Output::LedgerInput { key, payload, .. } => {
-                            steps.bytes += key.len() + payload.len();
+                            steps.wrote("ledger inputs", key.len() + payload.len());
                         }
-                        Output::DeadLetter { .. } => {}
+                        Output::DeadLetter { .. } => steps.wrote("dead letters", 0),
                     }
                 }
             }
@@ -230,6 +248,14 @@ fn main() {
             steps.credits,
             steps.kinds,
         );
+        for (topic, (records, bytes)) in &steps.written {
+            println!(
+                "  {topic}: {:.3} records and {:.0} bytes per event ({:.0} bytes each)",
+                *records as f64 / n,
+                *bytes as f64 / n,
+                *bytes as f64 / (*records).max(1) as f64
+            );
+        }
         drop(tasks);
     }
 }

@@ -320,9 +320,53 @@ pub fn events(config: &MixConfig) -> Vec<Event> {
         .collect()
 }
 
+/// What an attributor changelog record holds (its key, and whether it is a tombstone),
+/// as a label for the benchmarks' breakdown of what the attributor writes.
+pub fn changelog_label(key: &[u8], tombstone: bool) -> &'static str {
+    use payoff_attributor::codec::{self, Entry};
+    use payoff_core::attribution::StateKey;
+    if tombstone {
+        return "changelog: tombstones";
+    }
+    match codec::changelog_from(Some(key), None).map(|(k, _)| k.entry) {
+        Ok(Entry::State(StateKey::Visitor(_))) => "changelog: visitors",
+        Ok(Entry::State(StateKey::Ip(_))) => "changelog: ip counters",
+        Ok(Entry::State(StateKey::Seen(_))) => "changelog: seen ids (single)",
+        Ok(Entry::Index(_)) => "changelog: order index",
+        Ok(Entry::SeenBatch { .. }) => "changelog: seen id batches",
+        Ok(Entry::Watermark) => "changelog: watermarks",
+        Ok(Entry::SeenHorizon) => "changelog: seen horizons",
+        Err(_) => "changelog: undecodable",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changelog_records_are_labelled_by_what_they_hold() {
+        use payoff_attributor::codec::{self, ChangelogKey, Entry};
+        use payoff_core::{attribution::StateKey, ids::TenantId};
+        let key = |entry| {
+            codec::changelog_key(&ChangelogKey {
+                tenant: TenantId::new("t"),
+                entry,
+            })
+        };
+        let visitor = key(Entry::State(StateKey::Visitor(7)));
+        assert_eq!(changelog_label(&visitor, false), "changelog: visitors");
+        assert_eq!(changelog_label(&visitor, true), "changelog: tombstones");
+        assert_eq!(
+            changelog_label(&key(Entry::State(StateKey::Ip(3))), false),
+            "changelog: ip counters"
+        );
+        assert_eq!(
+            changelog_label(&key(Entry::Watermark), false),
+            "changelog: watermarks"
+        );
+        assert_eq!(changelog_label(b"", false), "changelog: undecodable");
+    }
 
     #[test]
     fn the_mix_is_deterministic_and_click_heavy() {

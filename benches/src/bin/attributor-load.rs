@@ -12,7 +12,12 @@
 //! fetching before the run starts, and also over the middle 80% of their output (from
 //! the arrival of 10% of the records to that of 90%). Every loop is bounded by a record
 //! count and a deadline. Each run's CPU (this process, every thread) per input event is
-//! printed too: on a shared machine it swings less than events/s. `--rounds N` repeats
+//! printed too: on a shared machine it swings less than events/s; so is the whole
+//! machine's busy CPU per input event over each run's timed window (the broker's
+//! included), and from it the highest ratio any attributor could reach here: the
+//! pass-through's machine CPU per event plus attribution alone (the core's `decide` and
+//! `apply`, timed on the same events in this process), on the cores the background
+//! leaves. `--rounds N` repeats
 //! both runs N times, alternating, each round on its own topics with the same input, and
 //! prints the median ratio. The pass-through's consumer and the readers do not sit out
 //! librdkafka's default one-second fetch backoff ([`FETCH_QUEUE_BACKOFF_MS`]).
@@ -128,6 +133,102 @@ fn process_cpu() -> Duration {
         .unwrap_or(0);
     Duration::from_millis(ticks * 10)
 }
+
+/// Busy CPU time of the whole machine (every process, the broker included), from
+/// `/proc/stat`; zero where Linux does not tell.
+fn machine_busy() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| busy_ticks(&stat))
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// The busy clock ticks (10 ms, Linux's `USER_HZ`) of `/proc/stat`'s first line: user,
+/// nice, system, irq, softirq and steal (guest time is within user; idle and iowait are
+/// not busy).
+fn busy_ticks(stat: &str) -> Option<u64> {
+    let mut fields = stat.lines().next()?.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let values: Vec<u64> = fields.map(str::parse).collect::<Result<_, _>>().ok()?;
+    [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| values.get(i))
+        .sum::<Option<u64>>()
+}
+
+/// The highest ratio any attributor could reach against a pass-through that ran at
+/// `pass_rate` events/s using `pass_us` µs of the machine's CPU per event (background
+/// taken off): whatever else it does, an attributor consumes every input and writes at
+/// least one record per input in transactions, as the pass-through does, and attributes
+/// every event (`alone_us` µs); with every core the background leaves it, it reaches at
+/// most `(cores - background) / (pass_us + alone_us)` events/s.
+fn ratio_bound(cores: f64, background: f64, pass_us: f64, alone_us: f64, pass_rate: f64) -> f64 {
+    (cores - background) / ((pass_us + alone_us) * 1e-6) / pass_rate
+}
+
+/// On-CPU time of the calling thread, where Linux tells (`/proc/thread-self/schedstat`).
+fn thread_cpu() -> Duration {
+    let ns = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
+}
+
+/// On-CPU time per event of attribution alone, the least work the attributor must do per
+/// event on top of what the pass-through does: the core's reorder buffer, `decide` and
+/// `apply` of the attribution state and order index, and the expiry sweep, for the
+/// scenario's events in one thread, with nothing decoded, encoded, written or kept (no
+/// ledger either, which is the ledger's work). The least of `runs`.
+fn attribution_alone(scenario: &scenario::Scenario, runs: usize) -> Duration {
+    use payoff_core::attribution::{self, AttributionState, reorder::ReorderBuffer};
+    let programs = scenario.programs();
+    let events = scenario.core_events();
+    let mut least = Duration::MAX;
+    for _ in 0..runs {
+        let batch = events.clone();
+        let started = thread_cpu();
+        let mut buffer = ReorderBuffer::new(programs.grace());
+        let mut state = AttributionState::default();
+        let mut index = payoff_core::FastMap::default();
+        let (mut released, mut facts) = (Vec::new(), Vec::new());
+        let mut next_expiry = None;
+        let mut credits = 0usize;
+        let mut process = |released: &mut Vec<(payoff_core::event::Event, ())>| {
+            for (event, ()) in released.drain(..) {
+                let due = next_expiry.get_or_insert(event.occurred_at.plus(EXPIRY_EVERY));
+                if event.occurred_at >= *due {
+                    *due = event.occurred_at.plus(EXPIRY_EVERY);
+                    state.expire(event.occurred_at.minus(programs.retention()));
+                }
+                attribution::decide_into(&state, &index, &programs, &event, &mut facts);
+                for fact in facts.drain(..) {
+                    attribution::apply(&mut state, &fact);
+                    attribution::apply_index(&mut index, &fact);
+                    credits += usize::from(matches!(fact, attribution::Fact::Credited(_)));
+                }
+            }
+        };
+        for event in batch {
+            buffer.push(event, (), &mut released);
+            process(&mut released);
+        }
+        buffer.flush(&mut released);
+        process(&mut released);
+        drop((state, index));
+        least =
+            least.min((thread_cpu() - started) / u32::try_from(events.len().max(1)).unwrap_or(1));
+        assert!(credits > 0, "attribution alone gave no credit");
+    }
+    least
+}
+
+/// The core's expiry cadence (as `Engine` and the attributor's tasks).
+const EXPIRY_EVERY: payoff_core::time::Duration = payoff_core::time::Duration::hours(1);
+
 const INTERVAL: Duration = Duration::from_millis(100);
 
 fn producer(
@@ -172,6 +273,8 @@ struct Arrivals {
     /// One record in [`SAMPLE_EVERY`] and the last: seconds after the first record, and
     /// how many records had arrived.
     samples: Vec<(f64, usize)>,
+    /// The machine's busy CPU time from the first record to the last.
+    machine: Duration,
 }
 
 /// The reader notes the arrival of one record in this many.
@@ -256,6 +359,7 @@ impl Reader {
         let Self { consumer, topic } = self;
         let deadline = Instant::now() + DEADLINE;
         let mut first = None;
+        let mut busy_at_first = Duration::ZERO;
         let mut n = 0usize;
         let mut samples = Vec::with_capacity(want / SAMPLE_EVERY + 1);
         let mut last_report = Instant::now();
@@ -273,7 +377,10 @@ impl Reader {
                     }
                     n += 1;
                     let now = Instant::now();
-                    let first = *first.get_or_insert(now);
+                    let first = *first.get_or_insert_with(|| {
+                        busy_at_first = machine_busy();
+                        now
+                    });
                     if n.is_multiple_of(SAMPLE_EVERY) || n == want {
                         samples.push(((now - first).as_secs_f64(), n));
                     }
@@ -286,7 +393,10 @@ impl Reader {
                 eprintln!("  {topic}: {n}/{want}");
             }
         }
-        Ok(Arrivals { samples })
+        Ok(Arrivals {
+            samples,
+            machine: machine_busy().saturating_sub(busy_at_first),
+        })
     }
 }
 
@@ -389,6 +499,8 @@ struct Run {
     middle: Option<f64>,
     /// This process's CPU over the run.
     cpu: Duration,
+    /// The machine's busy CPU time from the first output record to the last.
+    machine: Duration,
 }
 
 impl Round {
@@ -517,6 +629,7 @@ async fn run_round(
         secs: pass.secs(),
         middle: pass.middle_rate().map(|r| r / copies as f64),
         cpu: process_cpu() - pass_cpu_start,
+        machine: pass.machine,
     };
 
     // The attributor, in this process.
@@ -566,6 +679,7 @@ async fn run_round(
             .middle_rate()
             .map(|r| r * events as f64 / want_credits as f64),
         cpu: process_cpu() - attr_cpu_start,
+        machine: attr.machine,
     };
     if args.rounds > 1 {
         eprintln!(
@@ -600,6 +714,20 @@ async fn main() -> anyhow::Result<()> {
         sentinels: 100,
     });
     let want_credits = scenario.oracle().len();
+    let alone = attribution_alone(&scenario, 3);
+    eprintln!(
+        "attribution alone: {:.2} µs per event on-CPU",
+        alone.as_secs_f64() * 1e6
+    );
+    // What the machine does with neither run (the broker idling, Cassandra if it is up):
+    // taken off the cores a run has, and off its CPU per event, in the bound below.
+    let busy_before = machine_busy();
+    let quiet_started = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let background =
+        (machine_busy() - busy_before).as_secs_f64() / quiet_started.elapsed().as_secs_f64();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    eprintln!("background: {background:.2} of {cores} cores busy with nothing running");
     let mut rounds: Vec<Round> = Vec::new();
     for r in 0..args.rounds {
         if args.rounds > 1 {
@@ -640,8 +768,10 @@ async fn main() -> anyhow::Result<()> {
         &passthrough,
     ] {
         let (brokers, topic, partitions) = (args.brokers.clone(), topic.clone(), args.partitions);
+        let changelog = topic == topics.attributor_changelog;
         let w =
-            tokio::task::spawn_blocking(move || written(&brokers, &topic, partitions)).await??;
+            tokio::task::spawn_blocking(move || written(&brokers, &topic, partitions, changelog))
+                .await??;
         outputs.push(w);
     }
 
@@ -765,6 +895,23 @@ async fn main() -> anyhow::Result<()> {
             micros(pass.cpu),
             micros(attr.cpu)
         );
+        // The machine's CPU per event beyond the background, over the timed window.
+        let own = |run: &Run| {
+            (run.machine.as_secs_f64() - background * run.secs).max(0.0) * 1e6 / events as f64
+        };
+        println!(
+            "  the machine's CPU per input event (every process, the broker's included; background taken off): pass-through {:.1} µs ({:.2} of {cores} cores busy), attributor {:.1} µs ({:.2} cores busy)",
+            own(pass),
+            pass.machine.as_secs_f64() / pass.secs,
+            own(attr),
+            attr.machine.as_secs_f64() / attr.secs,
+        );
+        let alone = alone.as_secs_f64() * 1e6;
+        let bound = ratio_bound(cores, background, own(pass), alone, pass.rate);
+        println!(
+            "  the most any attributor could reach here: ratio {bound:.2} (the pass-through's machine CPU per event plus attribution alone, {alone:.2} µs, on {:.2} cores)",
+            cores - background
+        );
     }
     if rounds.len() > 1 {
         let ratios =
@@ -804,6 +951,13 @@ async fn main() -> anyhow::Result<()> {
         outputs[0].markers as f64 / events as f64,
         per(&outputs[4])
     );
+    for (kind, (records, bytes)) in &outputs[1].kinds {
+        println!(
+            "    {kind}: {:.3} records, {:.0} bytes per input event",
+            *records as f64 / events as f64,
+            *bytes as f64 / events as f64
+        );
+    }
     println!(
         "  state: {visitors} visitors, {:.0} bytes per visitor entry, {:.0} bytes of all state per visitor (changelog encoding, key + value)",
         visitor_bytes as f64 / visitors.max(1) as f64,
@@ -854,14 +1008,22 @@ fn latest_changelog(
 
 /// What a run wrote to one topic: committed records (progress markers apart) and their
 /// bytes (key + value).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Written {
     records: usize,
     bytes: usize,
     markers: usize,
+    /// Records and bytes by what they hold (the changelog only).
+    kinds: std::collections::BTreeMap<&'static str, (usize, usize)>,
 }
 
-fn written(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<Written> {
+/// What `topic` holds; by kind too when it is the attributor's `changelog`.
+fn written(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    changelog: bool,
+) -> anyhow::Result<Written> {
     let mut w = Written::default();
     read_all(brokers, topic, partitions, |m| {
         if m.headers()
@@ -871,6 +1033,14 @@ fn written(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<Writte
         } else {
             w.records += 1;
             w.bytes += m.key_len() + m.payload_len();
+            if changelog && let Some(key) = m.key() {
+                let kind = w
+                    .kinds
+                    .entry(payoff_benches::changelog_label(key, m.payload().is_none()))
+                    .or_default();
+                kind.0 += 1;
+                kind.1 += m.key_len() + m.payload_len();
+            }
         }
     })?;
     Ok(w)
@@ -935,7 +1105,10 @@ mod tests {
                 samples.push((f64::from(burst) * 0.1 + f64::from(i) * 1e-6, n));
             }
         }
-        let run = Arrivals { samples };
+        let run = Arrivals {
+            samples,
+            machine: Duration::ZERO,
+        };
         let middle = run.middle_rate().unwrap();
         assert!((middle - 1_000.0).abs() < 1.0, "{middle}");
         let first_to_last = 5_000.0 / run.secs();
@@ -953,7 +1126,12 @@ mod tests {
                 )
             })
             .collect();
-        let middle = Arrivals { samples }.middle_rate().unwrap();
+        let middle = Arrivals {
+            samples,
+            machine: Duration::ZERO,
+        }
+        .middle_rate()
+        .unwrap();
         // 80 records from t = 0.10 to t = 1.90.
         assert!((middle - 80.0 / 1.8).abs() < 1e-9, "{middle}");
     }
@@ -967,9 +1145,29 @@ mod tests {
     }
 
     #[test]
+    fn busy_ticks_leave_out_idle_and_iowait() {
+        let stat = "cpu  100 2 30 5000 70 4 6 8 0 0\ncpu0 50 1 15 2500 35 2 3 4 0 0\n";
+        assert_eq!(busy_ticks(stat), Some(100 + 2 + 30 + 4 + 6 + 8));
+        assert_eq!(busy_ticks("intr 1 2 3\n"), None);
+        assert_eq!(busy_ticks("cpu 1 2 3\n"), None);
+    }
+
+    #[test]
+    fn the_bound_is_the_share_of_pass_through_work_when_it_filled_the_machine() {
+        // A pass-through that kept both cores busy at 500k events/s used 4 µs per event;
+        // with 1 µs of attribution per event on top, the bound is 4 / 5.
+        let bound = ratio_bound(2.0, 0.0, 4.0, 1.0, 500_000.0);
+        assert!((bound - 0.8).abs() < 1e-9, "{bound}");
+        // One that left half a core idle leaves that half to the attributor.
+        let bound = ratio_bound(2.0, 0.0, 3.0, 1.0, 500_000.0);
+        assert!((bound - 1.0).abs() < 1e-9, "{bound}");
+    }
+
+    #[test]
     fn no_middle_without_records() {
         assert!(
             Arrivals {
+                machine: Duration::ZERO,
                 samples: Vec::new()
             }
             .middle_rate()
@@ -977,6 +1175,7 @@ mod tests {
         );
         assert!(
             Arrivals {
+                machine: Duration::ZERO,
                 samples: vec![(0.0, 1)]
             }
             .middle_rate()
