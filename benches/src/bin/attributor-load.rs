@@ -219,8 +219,9 @@ fn attribution_alone(scenario: &scenario::Scenario, runs: usize) -> Duration {
         buffer.flush(&mut released);
         process(&mut released);
         drop((state, index));
-        least =
-            least.min((thread_cpu() - started) / u32::try_from(events.len().max(1)).unwrap_or(1));
+        least = least.min(
+            thread_cpu().saturating_sub(started) / u32::try_from(events.len().max(1)).unwrap_or(1),
+        );
         assert!(credits > 0, "attribution alone gave no credit");
     }
     least
