@@ -651,6 +651,7 @@ async fn run_round(
         correction_wall_wait: Duration::from_secs(3600),
         max_idle: Duration::from_secs(2),
         quiet_release: Duration::ZERO,
+        max_held_events: 200_000,
         threads: args.threads,
         drain_timeout: Duration::from_secs(20),
         log_format: LogFormat::Text,

@@ -89,6 +89,17 @@ pub struct Config {
     /// not known to be at its end before going on without it.
     #[arg(long, env = "PAYOFF_ATTRIBUTOR_MAX_IDLE", value_parser = humantime_duration, default_value = "2s")]
     pub max_idle: Duration,
+    /// Most events a task holds decoded for the event-time merge. Each input may hold a
+    /// seventh of it: an input read ahead of the others (in a backlog, the sparse topics
+    /// are fetched long before the clicks of the same hours) is not read further until
+    /// the merge has used some, so memory stays bounded and the merge never has to go on
+    /// without an input because too much is held.
+    #[arg(
+        long,
+        env = "PAYOFF_ATTRIBUTOR_MAX_HELD_EVENTS",
+        default_value_t = 200_000
+    )]
+    pub max_held_events: usize,
     /// Threads the tasks (one per input partition owned) run on; 0: one per CPU.
     #[arg(long, env = "PAYOFF_ATTRIBUTOR_THREADS", default_value_t = 0)]
     pub threads: usize,
@@ -104,6 +115,8 @@ pub struct Config {
 }
 
 pub use payoff_runtime::humantime_duration;
+
+use crate::task::HELD_SHARES;
 
 impl Config {
     /// Every problem with this configuration (empty when it is usable).
@@ -130,9 +143,39 @@ impl Config {
         if self.session_timeout < Duration::from_secs(1) {
             p.push("--session-timeout must be at least 1s".to_owned());
         }
+        if self.max_held_events < HELD_SHARES {
+            p.push(format!(
+                "--max-held-events must be at least {HELD_SHARES} (one event per input)"
+            ));
+        }
         if self.correction_wait.is_zero() {
             p.push("--correction-wait must be positive".to_owned());
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::Config;
+
+    fn config(args: &[&str]) -> Config {
+        let base = ["payoff-attributor", "--kafka-brokers", "127.0.0.1:9092"];
+        Config::try_parse_from(base.iter().chain(args)).expect("parses")
+    }
+
+    #[test]
+    fn the_defaults_are_usable() {
+        assert_eq!(config(&[]).problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_hold_limit_below_one_event_per_input_is_refused() {
+        let problems = config(&["--max-held-events", "6"]).problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("--max-held-events"), "{problems:?}");
+        assert!(config(&["--max-held-events", "7"]).problems().is_empty());
     }
 }

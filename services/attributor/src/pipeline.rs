@@ -6,7 +6,9 @@
 //! 1. serve the consumer's main queue (rebalances, errors) and the `programs` topic;
 //! 2. drain each assigned input partition's own queue into its task's pending list (a
 //!    queue per partition, so an input's end of partition is known and the merge need
-//!    not wait for it);
+//!    not wait for it), as far as the task has room for that input
+//!    (`--max-held-events`): in a backlog the sparse inputs would otherwise be decoded
+//!    far ahead of the clicks, until the merge had to go on without them;
 //! 3. let every task, on the pool (`--threads`; a task on one thread at a time, tasks
 //!    side by side), decode what is pending, merge and process, and send its credits,
 //!    index records and dead letters into the open transaction;
@@ -93,6 +95,8 @@ struct Lane {
     task: Task,
     /// What the partition queues delivered since the task's last turn, in order.
     pending: Vec<Pending>,
+    /// Records in `pending`, per input (indexed as [`Source::ALL`]).
+    pending_of: [usize; 7],
     /// The keys and values of the pending records, one after another: one copy into a
     /// buffer kept from turn to turn, instead of two allocations per record made on this
     /// thread and freed on a task's.
@@ -113,6 +117,7 @@ impl Lane {
         Self {
             task,
             pending: Vec::new(),
+            pending_of: [0; 7],
             bytes: Vec::new(),
             outputs: Vec::new(),
             credited: Vec::new(),
@@ -341,6 +346,7 @@ impl Worker {
             Some(lane) => {
                 let slot = Slot::keep(source, msg, &mut lane.bytes);
                 lane.pending.push(Pending::Record(slot));
+                lane.pending_of[source.index()] += 1;
             }
             None => tracing::warn!(
                 partition,
@@ -585,6 +591,7 @@ impl Lane {
             }
         }
         self.bytes.clear();
+        self.pending_of = [0; 7];
         self.task.set_clock(wall, &mut self.outputs);
         let force = self
             .blocked
@@ -1037,7 +1044,15 @@ fn drain(
 ) -> Result<usize, AttributorError> {
     let mut got = 0;
     for (source, partition, queue) in queues {
-        for _ in 0..PER_QUEUE {
+        // An input its task holds enough of stays in librdkafka's queue (compact, and
+        // fetching pauses when it is full) until the merge has used some: the merge
+        // waits only for inputs that hold nothing, and those always have room.
+        let room = w.tasks.get(partition).map_or(PER_QUEUE, |lane| {
+            lane.task
+                .room_for(*source)
+                .saturating_sub(lane.pending_of[source.index()])
+        });
+        for _ in 0..PER_QUEUE.min(room) {
             match queue.poll(Duration::ZERO) {
                 Some(Ok(msg)) => {
                     got += 1;
@@ -1185,7 +1200,7 @@ pub fn run_blocking(
         correction_wait: millis(config.correction_wait),
         correction_wall_wait: millis(config.correction_wall_wait),
         quiet_release: millis(config.quiet_release),
-        ..Settings::default()
+        max_queued: config.max_held_events,
     };
     let threads = if config.threads == 0 {
         std::thread::available_parallelism().map_or(1, usize::from)

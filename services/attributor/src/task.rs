@@ -38,6 +38,10 @@ use payoff_core::{
 
 use crate::codec::{self, ChangelogValue, ChangelogValueRef, DecodeError, Entry, IndexRecord};
 
+/// The shares [`Settings::max_queued`] is split into by [`Task::room_for`]: one per event
+/// input, and one never taken.
+pub const HELD_SHARES: usize = Source::EVENTS.len() + 1;
+
 /// How often (in event time) a tenant's state is swept for expired entries (as `Engine`).
 const EXPIRY_EVERY: Duration = Duration::hours(1);
 
@@ -251,7 +255,9 @@ pub struct Settings {
     /// event time alone would let a correction give up while the task that attributes
     /// its conversion is merely behind (a backlog read after downtime).
     pub correction_wall_wait: Duration,
-    /// Queued events beyond which the merge stops waiting for empty inputs.
+    /// Queued events beyond which the merge stops waiting for empty inputs. The
+    /// pipeline gives each input at most a share of it ([`Task::room_for`]), so read-ahead
+    /// alone never gets there.
     pub max_queued: usize,
     /// How long (wall clock after the newest record's timestamp) every input must have
     /// been quiet, at least, before the reorder buffer releases its tail; never less than
@@ -627,6 +633,20 @@ impl Task {
     /// Queued events not yet merged.
     pub fn queued(&self) -> usize {
         self.queues.iter().map(VecDeque::len).sum()
+    }
+
+    /// Queued events of one input not yet merged (0 for the order index, which is not
+    /// queued).
+    pub fn queued_of(&self, source: Source) -> usize {
+        self.queues.get(source.index()).map_or(0, VecDeque::len)
+    }
+
+    /// The most events of one input the task should be given before the merge has used
+    /// some: a share of [`Settings::max_queued`] ([`HELD_SHARES`] of them, one per event
+    /// input and one never taken), so that inputs read ahead never hold so much together
+    /// that the merge goes on without an empty one.
+    pub fn room_for(&self, source: Source) -> usize {
+        (self.settings.max_queued / HELD_SHARES).saturating_sub(self.queued_of(source))
     }
 
     fn push(&mut self, programs: &Programs, q: Queued, out: &mut Vec<Output>) {

@@ -414,6 +414,32 @@ async fn credits_equal_the_replay_of_the_same_events() -> Result<()> {
     Ok(())
 }
 
+/// A backlog with a small `--max-held-events`: the sparse inputs (signups, orders,
+/// corrections) are fetched far ahead of the clicks of the same hours; were they all
+/// decoded and held, the limit would be passed and the merge would go on without the
+/// clicks, crediting conversions before the clicks that earned them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_read_under_a_small_hold_limit_gives_the_same_credits() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("attr-held").await?;
+    // Enough clicks per partition (about 10,000) that they take several fetches and
+    // turns, while each sparse input arrives in one.
+    let scenario = scenario::generate(Options {
+        visitors: 20_000,
+        ..Options::default()
+    });
+    let want = scenario.oracle();
+    setup.publish_program(&scenario).await?;
+    setup.produce(&setup.scenario_records(&scenario)).await?;
+    let attributor = setup.start_with("held-0", &["--max-held-events", "70"])?;
+    let deadline = Instant::now() + DEADLINE;
+    attributor.serving(deadline).await?;
+    let got = setup.credits(want.len(), deadline)?;
+    attributor.stop()?;
+    assert_same(&got, &want);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_loses_nothing_and_doubles_nothing() -> Result<()> {
     let _serial = SERIAL.lock().await;
