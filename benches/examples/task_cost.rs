@@ -24,14 +24,6 @@ const PARTITIONS: usize = 4;
 /// Records per transaction, over all partitions (attributor-load's `--batch`).
 const BATCH: usize = 20_000;
 
-/// Nanoseconds this thread has spent on a CPU, where Linux tells.
-fn on_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// An input record: its input, key and value.
 type Input = (Source, Vec<u8>, Vec<u8>);
 
@@ -68,9 +60,9 @@ impl Steps {
 }
 
 fn timed<T>(slot: &mut u64, f: impl FnOnce() -> T) -> T {
-    let t0 = on_cpu_ns();
+    let t0 = payoff_benches::thread_cpu_ns().unwrap_or(0);
     let r = f();
-    *slot += on_cpu_ns() - t0;
+    *slot += payoff_benches::thread_cpu_ns().unwrap_or(0) - t0;
     r
 }
 
@@ -108,7 +100,7 @@ fn main() {
     let core_events = scenario.core_events();
     for _ in 0..2 {
         let batch = core_events.clone();
-        let t0 = on_cpu_ns();
+        let t0 = payoff_benches::thread_cpu_ns().unwrap_or(0);
         let mut engine = payoff_core::engine::Engine::new(scenario.programs()).without_outputs();
         for e in batch {
             engine.push(e);
@@ -117,7 +109,7 @@ fn main() {
         drop(engine);
         println!(
             "engine alone (attribution and ledger, no outputs kept): {:.0} ns/event on-CPU",
-            (on_cpu_ns() - t0) as f64 / core_events.len() as f64
+            (payoff_benches::thread_cpu_ns().unwrap_or(0) - t0) as f64 / core_events.len() as f64
         );
     }
     let per_txn = BATCH / PARTITIONS;

@@ -15,11 +15,6 @@ use payoff_core::engine::Engine;
 static ALLOCATOR: payoff_runtime::Allocator = payoff_runtime::Allocator;
 
 /// Nanoseconds this thread has spent on a CPU, where Linux tells.
-fn on_cpu_ns() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    text.split_whitespace().next()?.parse().ok()
-}
-
 fn main() {
     let batches: u32 = std::env::args()
         .nth(1)
@@ -43,7 +38,7 @@ fn main() {
         let mut cpu = 0u64;
         for _ in 0..batches {
             let batch = events.clone();
-            let (t0, c0) = (Instant::now(), on_cpu_ns());
+            let (t0, c0) = (Instant::now(), payoff_benches::thread_cpu_ns());
             let mut engine = Engine::new(history.clone());
             if !keep_outputs {
                 engine = engine.without_outputs();
@@ -54,7 +49,9 @@ fn main() {
             engine.finish();
             drop(engine);
             wall += t0.elapsed().as_secs_f64();
-            cpu += on_cpu_ns().zip(c0).map_or(0, |(c1, c0)| c1 - c0);
+            cpu += payoff_benches::thread_cpu_ns()
+                .zip(c0)
+                .map_or(0, |(c1, c0)| c1 - c0);
         }
         let n = f64::from(batches) * events.len() as f64;
         println!(

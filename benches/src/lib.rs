@@ -320,6 +320,14 @@ pub fn events(config: &MixConfig) -> Vec<Event> {
         .collect()
 }
 
+/// Nanoseconds the calling thread has spent on a CPU, where Linux tells
+/// (`/proc/thread-self/schedstat`): the benchmarks' steadier measure than wall time on a
+/// shared machine.
+pub fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// What an attributor changelog record holds (its key, and whether it is a tombstone),
 /// as a label for the benchmarks' breakdown of what the attributor writes.
 pub fn changelog_label(key: &[u8], tombstone: bool) -> &'static str {

@@ -169,28 +169,19 @@ fn ratio_bound(cores: f64, background: f64, pass_us: f64, alone_us: f64, pass_ra
     (cores - background) / ((pass_us + alone_us) * 1e-6) / pass_rate
 }
 
-/// On-CPU time of the calling thread, where Linux tells (`/proc/thread-self/schedstat`).
-fn thread_cpu() -> Duration {
-    let ns = std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    Duration::from_nanos(ns)
-}
-
 /// On-CPU time per event of attribution alone, the least work the attributor must do per
 /// event on top of what the pass-through does: the core's reorder buffer, `decide` and
 /// `apply` of the attribution state and order index, and the expiry sweep, for the
 /// scenario's events in one thread, with nothing decoded, encoded, written or kept (no
 /// ledger either, which is the ledger's work). The least of `runs`.
 fn attribution_alone(scenario: &scenario::Scenario, runs: usize) -> Duration {
-    use payoff_core::attribution::{self, AttributionState, reorder::ReorderBuffer};
+    use payoff_core::attribution::{self, AttributionState, EXPIRY_EVERY, reorder::ReorderBuffer};
     let programs = scenario.programs();
     let events = scenario.core_events();
     let mut least = Duration::MAX;
     for _ in 0..runs {
         let batch = events.clone();
-        let started = thread_cpu();
+        let started = payoff_benches::thread_cpu_ns().unwrap_or(0);
         let mut buffer = ReorderBuffer::new(programs.grace());
         let mut state = AttributionState::default();
         let mut index = payoff_core::FastMap::default();
@@ -220,15 +211,16 @@ fn attribution_alone(scenario: &scenario::Scenario, runs: usize) -> Duration {
         process(&mut released);
         drop((state, index));
         least = least.min(
-            thread_cpu().saturating_sub(started) / u32::try_from(events.len().max(1)).unwrap_or(1),
+            Duration::from_nanos(
+                payoff_benches::thread_cpu_ns()
+                    .unwrap_or(0)
+                    .saturating_sub(started),
+            ) / u32::try_from(events.len().max(1)).unwrap_or(1),
         );
         assert!(credits > 0, "attribution alone gave no credit");
     }
     least
 }
-
-/// The core's expiry cadence (as `Engine` and the attributor's tasks).
-const EXPIRY_EVERY: payoff_core::time::Duration = payoff_core::time::Duration::hours(1);
 
 const INTERVAL: Duration = Duration::from_millis(100);
 

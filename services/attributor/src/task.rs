@@ -27,8 +27,8 @@ use payoff_adapters::topology;
 use payoff_core::{
     FastMap, FastSet,
     attribution::{
-        self, AttributionState, ConversionKey, ConversionRecord, Fact, Skip, StateEntry, StateKey,
-        reorder::ReorderBuffer,
+        self, AttributionState, ConversionKey, ConversionRecord, EXPIRY_EVERY, Fact, Skip,
+        StateEntry, StateKey, reorder::ReorderBuffer,
     },
     event::{Event, Payload},
     ids::TenantId,
@@ -41,9 +41,6 @@ use crate::codec::{self, ChangelogValue, ChangelogValueRef, DecodeError, Entry, 
 /// The shares [`Settings::max_queued`] is split into by [`Task::room_for`]: one per event
 /// input, and one never taken.
 pub const HELD_SHARES: usize = Source::EVENTS.len() + 1;
-
-/// How often (in event time) a tenant's state is swept for expired entries (as `Engine`).
-const EXPIRY_EVERY: Duration = Duration::hours(1);
 
 /// The inputs of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -395,15 +395,20 @@ fn assert_same(got: &[Credit], want: &[Credit]) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn credits_equal_the_replay_of_the_same_events() -> Result<()> {
+/// The scenario's events, all in Kafka before one attributor (with `flags`) starts: its
+/// credits equal the replay's, and still do after it stops.
+async fn a_backlog_gives_the_replays_credits(
+    name: &str,
+    options: Options,
+    flags: &[&str],
+) -> Result<()> {
     let _serial = SERIAL.lock().await;
-    let setup = Setup::new("attr-eq").await?;
-    let scenario = scenario::generate(Options::default());
+    let setup = Setup::new(name).await?;
+    let scenario = scenario::generate(options);
     let want = scenario.oracle();
     setup.publish_program(&scenario).await?;
     setup.produce(&setup.scenario_records(&scenario)).await?;
-    let attributor = setup.start("eq-0")?;
+    let attributor = setup.start_with(&format!("{name}-0"), flags)?;
     let deadline = Instant::now() + DEADLINE;
     attributor.serving(deadline).await?;
     let got = setup.credits(want.len(), deadline)?;
@@ -414,30 +419,24 @@ async fn credits_equal_the_replay_of_the_same_events() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_equal_the_replay_of_the_same_events() -> Result<()> {
+    a_backlog_gives_the_replays_credits("attr-eq", Options::default(), &[]).await
+}
+
 /// A backlog with a small `--max-held-events`: the sparse inputs (signups, orders,
 /// corrections) are fetched far ahead of the clicks of the same hours; were they all
 /// decoded and held, the limit would be passed and the merge would go on without the
 /// clicks, crediting conversions before the clicks that earned them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_read_under_a_small_hold_limit_gives_the_same_credits() -> Result<()> {
-    let _serial = SERIAL.lock().await;
-    let setup = Setup::new("attr-held").await?;
     // Enough clicks per partition (about 10,000) that they take several fetches and
     // turns, while each sparse input arrives in one.
-    let scenario = scenario::generate(Options {
+    let options = Options {
         visitors: 20_000,
         ..Options::default()
-    });
-    let want = scenario.oracle();
-    setup.publish_program(&scenario).await?;
-    setup.produce(&setup.scenario_records(&scenario)).await?;
-    let attributor = setup.start_with("held-0", &["--max-held-events", "70"])?;
-    let deadline = Instant::now() + DEADLINE;
-    attributor.serving(deadline).await?;
-    let got = setup.credits(want.len(), deadline)?;
-    attributor.stop()?;
-    assert_same(&got, &want);
-    Ok(())
+    };
+    a_backlog_gives_the_replays_credits("attr-held", options, &["--max-held-events", "70"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

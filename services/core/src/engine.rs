@@ -13,7 +13,8 @@ use serde::Serialize;
 use crate::{
     FastHash, FastMap,
     attribution::{
-        self, AttributionState, ConversionKey, ConversionRecord, Fact, Skip, reorder::ReorderBuffer,
+        self, AttributionState, ConversionKey, ConversionRecord, EXPIRY_EVERY, Fact, Skip,
+        reorder::ReorderBuffer,
     },
     credit::{Credit, CreditKind, Explanation, FraudReason},
     event::{Event, Payload},
@@ -25,9 +26,6 @@ use crate::{
     projection::{self, Balance, EntryStatus, KpiReport, TierProgress},
     time::{Duration, Period, Timestamp},
 };
-
-/// How often (in event time) attribution state is swept for expired entries.
-const EXPIRY_EVERY: Duration = Duration::hours(1);
 
 /// Counts of what happened to the input, for reports and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -41,11 +41,15 @@ use crate::{
     },
     money::{Money, allocate},
     program::{CPC_UNIQUE_WINDOW, Program, ProgramHistory},
-    time::Timestamp,
+    time::{Duration, Timestamp},
 };
 
 /// Most touchpoints kept per visitor; older ones are dropped first.
 pub const MAX_TOUCHES_PER_VISITOR: usize = 64;
+
+/// How often (in event time) attribution state is swept for expired entries, by `Engine`
+/// and by the attributor's tasks alike.
+pub const EXPIRY_EVERY: Duration = Duration::hours(1);
 
 /// A click remembered for later conversions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
